@@ -1,0 +1,322 @@
+r"""Forward SDEs as immutable pytrees: VE, VP and sub-VP (Song et al., 2021).
+
+All three are *linear* SDEs with state-independent diffusion,
+
+.. math::  dx = f(t)\,x\,dt + g(t)\,dW_t ,
+
+so the perturbation kernel is Gaussian, :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`,
+and every sampler, loss and likelihood in jaxscore is written against the few
+methods of :class:`LinearSDE`: ``marginal_coefs`` (alpha_t, sigma_t), ``drift``,
+``diffusion``, ``transition_coefs`` (the exact one-step discretisation),
+``log_snr`` / ``t_from_log_snr`` (for solver time grids) and the prior.
+Samplers never branch on the SDE class: they ask the SDE.
+
+Shapes: ``x`` is ``[B, *D]``; ``t`` is ``[B]`` (a scalar is broadcast).
+Time runs in ``[0, T]``; ``t_min`` is the default smallest time used by samplers
+and losses (score_sde: 1e-5 for VE, 1e-3 for VP / sub-VP).
+
+Convention for VE: the perturbation kernel has std ``sigma(t) = sigma_min (sigma_max /
+sigma_min)^t`` exactly as in score_sde, i.e. ``p_0`` is the data smoothed by
+``sigma_min``. Transitions between two times (``transition_coefs``) are exact for the SDE.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxscore._checks import broadcast_to_data, check_batch, check_time_range, is_concrete
+
+ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+class LinearSDE:
+    r"""Methods shared by every linear SDE :math:`dx = f(t) x\,dt + g(t)\,dW`.
+
+    Subclasses provide ``drift_coef(t)`` (f(t)), ``diffusion(t)`` (g(t)),
+    ``marginal_coefs(t)`` (alpha_t, sigma_t), ``t_from_log_snr`` and ``prior_std``.
+    """
+
+    T: float
+    t_min: float
+
+    # --- per-SDE pieces (overridden) -------------------------------------------------
+    def drift_coef(self, t: jax.Array) -> jax.Array:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def diffusion(self, t: jax.Array) -> jax.Array:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def marginal_coefs(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:  # pragma: no cover
+        raise NotImplementedError
+
+    def t_from_log_snr(self, log_snr: jax.Array) -> jax.Array:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def prior_std(self) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- derived ------------------------------------------------------------------------
+    def check_time(self, t) -> None:
+        """Raise ``ValueError`` if concrete ``t`` is outside ``[0, T]``."""
+        check_time_range(t, 0.0, self.T)
+
+    def drift(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        r"""Forward drift :math:`f(x, t) = f(t)\,x`. x: [B, *D], t: [B] -> [B, *D]."""
+        x, t = check_batch(x, t)
+        self.check_time(t)
+        return broadcast_to_data(self.drift_coef(t), x) * x
+
+    def log_snr(self, t: jax.Array) -> jax.Array:
+        r""":math:`\lambda_t = \log(\alpha_t^2 / \sigma_t^2)`, decreasing in t."""
+        alpha, sigma = self.marginal_coefs(t)
+        return 2.0 * (jnp.log(alpha) - jnp.log(sigma))
+
+    def sigma_ratio(self, t: jax.Array) -> jax.Array:
+        r"""Noise-to-signal ratio :math:`\tilde\sigma_t = \sigma_t/\alpha_t` (EDM's sigma)."""
+        alpha, sigma = self.marginal_coefs(t)
+        return sigma / alpha
+
+    def t_from_sigma_ratio(self, sigma_ratio: jax.Array) -> jax.Array:
+        """Inverse of :meth:`sigma_ratio` (EDM time grids are built in sigma)."""
+        return self.t_from_log_snr(-2.0 * jnp.log(sigma_ratio))
+
+    def marginal_sample(self, key: jax.Array, x0: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        r"""Draw :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`. Returns ``(x_t, eps)``, both [B, *D]."""
+        x0, t = check_batch(x0, t, name_x="x0")
+        self.check_time(t)
+        eps = jax.random.normal(key, x0.shape, x0.dtype)
+        alpha, sigma = self.marginal_coefs(t)
+        return broadcast_to_data(alpha, x0) * x0 + broadcast_to_data(sigma, x0) * eps, eps
+
+    def marginal_score(self, x_t: jax.Array, x0: jax.Array, t: jax.Array) -> jax.Array:
+        r"""Score of the kernel: :math:`\nabla_{x_t}\log p(x_t|x_0) = -(x_t - \alpha_t x_0)/\sigma_t^2`."""
+        x_t, t = check_batch(x_t, t, name_x="x_t")
+        alpha, sigma = self.marginal_coefs(t)
+        return -(x_t - broadcast_to_data(alpha, x_t) * x0) / broadcast_to_data(sigma**2, x_t)
+
+    def transition_coefs(self, s: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        r"""Exact transition :math:`x_t | x_s \sim N(a_{t|s} x_s, v_{t|s} I)` for :math:`s < t`.
+
+        :math:`a_{t|s} = \alpha_t/\alpha_s`, :math:`v_{t|s} = \sigma_t^2 - a_{t|s}^2 \sigma_s^2`.
+        This is the one-step discretisation that reverse-diffusion and ancestral
+        samplers need (for VP on a uniform grid it is DDPM's beta_i).
+        """
+        alpha_s, sigma_s = self.marginal_coefs(s)
+        alpha_t, sigma_t = self.marginal_coefs(t)
+        a = alpha_t / alpha_s
+        var = jnp.maximum(sigma_t**2 - (a * sigma_s) ** 2, 0.0)
+        return a, var
+
+    def discretize(self, x: jax.Array, t: jax.Array, t_next: jax.Array) -> tuple[jax.Array, jax.Array]:
+        r"""score_sde's ``discretize`` for a step from ``t`` down to ``t_next``:
+        forward increments ``(f_i, G_i)`` with :math:`x_t = x_{t_{next}} + f_i + G_i z`.
+
+        :math:`f_i = (a_{t|t_{next}} - 1)\,x`, :math:`G_i = \sqrt{v_{t|t_{next}}}`. Shapes: f [B,*D], G [B].
+        """
+        a, var = self.transition_coefs(t_next, t)
+        return (broadcast_to_data(a, x) - 1.0) * x, jnp.sqrt(var)
+
+    def prior_sample(self, key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        r"""Draw from the prior :math:`p_T = N(0, \sigma_{prior}^2 I)`; ``shape`` is [B, *D]."""
+        return self.prior_std * jax.random.normal(key, shape, dtype)
+
+    def prior_log_prob(self, z: jax.Array) -> jax.Array:
+        r"""Log-density of the prior, summed over data axes: [B, *D] -> [B] (nats)."""
+        z = jnp.asarray(z)
+        d = math.prod(z.shape[1:])
+        s2 = self.prior_std**2
+        sq = jnp.sum(z.reshape(z.shape[0], -1) ** 2, axis=-1)
+        return -0.5 * d * jnp.log(2.0 * jnp.pi * s2) - 0.5 * sq / s2
+
+    def reverse_drift(self, score_fn: ScoreFn, x: jax.Array, t: jax.Array) -> jax.Array:
+        r"""Reverse-time SDE drift :math:`f(x,t) - g(t)^2 s(x,t)` (Anderson 1982); t runs backwards."""
+        x, t = check_batch(x, t)
+        g = broadcast_to_data(self.diffusion(t), x)
+        return self.drift(x, t) - g**2 * score_fn(x, t)
+
+    def probability_flow_drift(self, score_fn: ScoreFn, x: jax.Array, t: jax.Array) -> jax.Array:
+        r"""Probability-flow ODE :math:`dx/dt = f(x,t) - \tfrac12 g(t)^2 s(x,t)`."""
+        x, t = check_batch(x, t)
+        g = broadcast_to_data(self.diffusion(t), x)
+        return self.drift(x, t) - 0.5 * g**2 * score_fn(x, t)
+
+    def denoise(self, x: jax.Array, score: jax.Array, t: jax.Array) -> jax.Array:
+        r"""Tweedie: :math:`E[x_0|x_t] = (x_t + \sigma_t^2 s(x_t,t))/\alpha_t`."""
+        alpha, sigma = self.marginal_coefs(t)
+        return (x + broadcast_to_data(sigma**2, x) * score) / broadcast_to_data(alpha, x)
+
+
+def _field(default: float):
+    return flax.struct.field(pytree_node=False, default=default)
+
+
+@flax.struct.dataclass
+class VESDE(LinearSDE):
+    r"""Variance-exploding SDE: :math:`dx = \sqrt{d[\sigma^2(t)]/dt}\,dW`,
+    :math:`\sigma(t) = \sigma_{min} (\sigma_{max}/\sigma_{min})^t`.
+
+    :math:`\alpha_t = 1`, :math:`\sigma_t = \sigma(t)`,
+    :math:`g(t) = \sigma(t)\sqrt{2\log(\sigma_{max}/\sigma_{min})}`, prior :math:`N(0,\sigma_{max}^2 I)`.
+    Defaults as score_sde (sigma_min 0.01, sigma_max 50, t_min 1e-5).
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    T: float = _field(1.0)
+    t_min: float = _field(1e-5)
+
+    def __post_init__(self):
+        if is_concrete(self.sigma_min) and is_concrete(self.sigma_max):
+            smin, smax = np.asarray(self.sigma_min), np.asarray(self.sigma_max)
+            if smin.dtype != object:
+                _require(np.all(smin > 0), f"VESDE: sigma_min must be > 0, got {smin}.")
+                _require(
+                    np.all(smin < smax),
+                    f"VESDE: expected sigma_min < sigma_max, got sigma_min={smin}, sigma_max={smax}.",
+                )
+        _require(self.T > 0, f"VESDE: T must be > 0, got {self.T}.")
+        _require(0 <= self.t_min < self.T, f"VESDE: expected 0 <= t_min < T, got t_min={self.t_min}.")
+
+    def _log_ratio(self):
+        return jnp.log(self.sigma_max) - jnp.log(self.sigma_min)
+
+    def sigma(self, t: jax.Array) -> jax.Array:
+        return self.sigma_min * jnp.exp(self._log_ratio() * t / self.T)
+
+    def drift_coef(self, t):
+        return jnp.zeros_like(jnp.asarray(t, jnp.result_type(float)))
+
+    def diffusion(self, t):
+        return self.sigma(t) * jnp.sqrt(2.0 * self._log_ratio() / self.T)
+
+    def marginal_coefs(self, t):
+        sigma = self.sigma(t)
+        return jnp.ones_like(sigma), sigma
+
+    def t_from_log_snr(self, log_snr):
+        sigma = jnp.exp(-0.5 * log_snr)
+        return self.T * (jnp.log(sigma) - jnp.log(self.sigma_min)) / self._log_ratio()
+
+    @property
+    def prior_std(self):
+        return self.sigma_max
+
+
+class _BetaSchedule:
+    r"""Linear :math:`\beta(t) = \beta_{min} + t(\beta_{max}-\beta_{min})` on [0, 1] (t scaled by T)."""
+
+    beta_min: float
+    beta_max: float
+    T: float
+    t_min: float
+
+    def _validate(self, name: str):
+        if is_concrete(self.beta_min) and is_concrete(self.beta_max):
+            bmin, bmax = np.asarray(self.beta_min), np.asarray(self.beta_max)
+            if bmin.dtype != object:
+                _require(np.all(bmin >= 0), f"{name}: beta_min must be >= 0, got {bmin}.")
+                _require(np.all(bmax > 0), f"{name}: beta_max must be > 0, got {bmax}.")
+                _require(
+                    np.all(bmin <= bmax),
+                    f"{name}: expected beta_min <= beta_max, got beta_min={bmin}, beta_max={bmax}.",
+                )
+        _require(self.T > 0, f"{name}: T must be > 0, got {self.T}.")
+        _require(0 <= self.t_min < self.T, f"{name}: expected 0 <= t_min < T, got t_min={self.t_min}.")
+
+    def beta(self, t):
+        return self.beta_min + (t / self.T) * (self.beta_max - self.beta_min)
+
+    def integrated_beta(self, t):
+        r""":math:`B(t) = \int_0^t \beta(s) ds`."""
+        u = t / self.T
+        return self.T * (self.beta_min * u + 0.5 * (self.beta_max - self.beta_min) * u**2)
+
+    def drift_coef(self, t):
+        return -0.5 * self.beta(t)
+
+    def _t_from_integrated_beta(self, b):
+        """Solve B(t) = b for t (positive root of the quadratic)."""
+        a = 0.5 * (self.beta_max - self.beta_min) / self.T
+        c0 = self.beta_min
+        safe_a = jnp.where(a > 0, a, 1.0)
+        quad = (-c0 + jnp.sqrt(c0**2 + 4.0 * safe_a * b)) / (2.0 * safe_a)
+        return jnp.where(a > 0, quad, b / jnp.maximum(c0, 1e-20))
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+
+@flax.struct.dataclass
+class VPSDE(_BetaSchedule, LinearSDE):
+    r"""Variance-preserving SDE (continuous DDPM): :math:`dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)}\,dW`.
+
+    :math:`\alpha_t = e^{-B(t)/2}`, :math:`\sigma_t^2 = 1 - e^{-B(t)}`, prior :math:`N(0, I)`.
+    Defaults as score_sde (beta 0.1 to 20, t_min 1e-3).
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    T: float = _field(1.0)
+    t_min: float = _field(1e-3)
+
+    def __post_init__(self):
+        self._validate("VPSDE")
+
+    def diffusion(self, t):
+        return jnp.sqrt(self.beta(t))
+
+    def marginal_coefs(self, t):
+        b = self.integrated_beta(t)
+        return jnp.exp(-0.5 * b), jnp.sqrt(-jnp.expm1(-b))
+
+    def log_snr(self, t):
+        # log(alpha^2/sigma^2) = -B - log(1 - e^{-B}), written stably.
+        b = self.integrated_beta(t)
+        return -b - jnp.log(-jnp.expm1(-b))
+
+    def t_from_log_snr(self, log_snr):
+        # e^{-B} = sigmoid(lambda)  =>  B = softplus(-lambda)
+        return self._t_from_integrated_beta(jax.nn.softplus(-log_snr))
+
+
+@flax.struct.dataclass
+class SubVPSDE(_BetaSchedule, LinearSDE):
+    r"""Sub-VP SDE: :math:`dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)(1-e^{-2B(t)})}\,dW`.
+
+    :math:`\alpha_t = e^{-B(t)/2}`, :math:`\sigma_t = 1 - e^{-B(t)}`, prior :math:`N(0, I)`.
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    T: float = _field(1.0)
+    t_min: float = _field(1e-3)
+
+    def __post_init__(self):
+        self._validate("SubVPSDE")
+
+    def diffusion(self, t):
+        return jnp.sqrt(self.beta(t) * -jnp.expm1(-2.0 * self.integrated_beta(t)))
+
+    def marginal_coefs(self, t):
+        b = self.integrated_beta(t)
+        return jnp.exp(-0.5 * b), -jnp.expm1(-b)
+
+    def t_from_log_snr(self, log_snr):
+        # alpha^2/sigma^2 = u/(1-u)^2 with u = e^{-B}; solve u^2 - (2 + r) u + 1 = 0 (root < 1), r = 1/snr.
+        r = jnp.exp(-log_snr)
+        # the small root is 1 / (large root): avoids cancellation when r is large.
+        log_u = jnp.log(2.0) - jnp.log((2.0 + r) + jnp.sqrt(r * (4.0 + r)))
+        return self._t_from_integrated_beta(-log_u)
