@@ -1,0 +1,130 @@
+"""Pictures: sample grids, 2-D scatters, score fields, loss curves (matplotlib, Agg backend).
+
+Every function takes arrays (numpy or jax) and a path, writes one PNG and returns the path.
+Nothing here is traced; call it outside ``jit``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ensure_dir(path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def image_grid(images, nrow: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tile images [N, H, W, C] (values in [-1, 1]) into one uint8 array [rows*(H+pad), cols*(W+pad), C]."""
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"images: expected [N, H, W, C], got shape {images.shape}.")
+    n, h, w, c = images.shape
+    cols = nrow or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    pixels = np.clip((images + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = pixels[i]
+    return grid
+
+
+def save_image_grid(images, path: str, nrow: int | None = None, scale: int = 4) -> str:
+    """Write a grid of images [N, H, W, C] in [-1, 1] as a PNG, each pixel drawn ``scale`` x ``scale``."""
+    plt = _plt()
+    grid = image_grid(images, nrow)
+    grid = np.repeat(np.repeat(grid, scale, 0), scale, 1)
+    _ensure_dir(path)
+    if grid.shape[-1] == 1:
+        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        plt.imsave(path, grid)
+    return path
+
+
+def save_scatter(samples, reference, path: str, *, title: str = "", extent: float | None = None) -> str:
+    """Side-by-side scatter of reference data and model samples (2-D)."""
+    plt = _plt()
+    samples, reference = np.asarray(samples), np.asarray(reference)
+    lim = extent or float(np.percentile(np.abs(reference), 99.5) * 1.3)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
+    for ax, pts, name in ((axes[0], reference, "data"), (axes[1], samples, "samples")):
+        ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
+        ax.set_title(f"{name} ({len(pts)})")
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _ensure_dir(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_score_field(
+    score_fns: Sequence[tuple[str, Callable]], path: str, *, t: float, extent: float = 6.0, points: int = 21
+) -> str:
+    """Quiver plots of 2-D score fields at time ``t``: ``score_fns`` is a list of (title, score_fn(x, t))."""
+    plt = _plt()
+    g = np.linspace(-extent, extent, points, dtype=np.float32)
+    xx, yy = np.meshgrid(g, g)
+    pts = np.stack([xx.ravel(), yy.ravel()], -1)
+    tt = np.full((pts.shape[0],), t, np.float32)
+    fig, axes = plt.subplots(1, len(score_fns), figsize=(4.5 * len(score_fns), 4.5), squeeze=False)
+    for ax, (name, fn) in zip(axes[0], score_fns):
+        v = np.asarray(fn(pts, tt))
+        norm = np.linalg.norm(v, axis=-1, keepdims=True) + 1e-8
+        ax.quiver(pts[:, 0], pts[:, 1], *(v / norm).T, np.log1p(norm[:, 0]), cmap="viridis", scale=35)
+        ax.set_title(f"{name}, t = {t:g}")
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    _ensure_dir(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def read_metrics(path: str) -> list[dict]:
+    """Read a metrics JSONL file (one JSON object per line)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def save_loss_curve(metrics_path: str, path: str, *, keys: Sequence[str] = ("loss", "eval_loss")) -> str:
+    """Plot the given keys of a metrics JSONL file against ``step`` (log-scaled y when positive)."""
+    plt = _plt()
+    rows = read_metrics(metrics_path)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in keys:
+        pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None and np.isfinite(r[key])]
+        if pts:
+            steps, vals = zip(*pts)
+            ax.plot(steps, vals, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if all(v > 0 for r in rows for k in keys if k in r and isinstance(r[k], (int, float)) for v in [r[k]]):
+        ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    _ensure_dir(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
