@@ -1,0 +1,64 @@
+"""Config loading: overrides must name existing keys and fit their types; errors say what was wrong."""
+
+import os
+
+import pytest
+
+from jaxscore.config import ConfigError, base_config, config_diff, config_to_dict, load_config
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs")
+
+
+def _write(tmp_path, body="from jaxscore.config import base_config\n\ndef get_config():\n    return base_config()\n"):
+    path = tmp_path / "cfg.py"
+    path.write_text(body)
+    return str(path)
+
+
+def test_overrides_are_typed_and_applied(tmp_path):
+    cfg = load_config(_write(tmp_path), ["--config.training.num_steps=7", "--config.optim.lr=1", "--config.sde.name=ve",
+                                         "--config.data.random_flip=true"])
+    assert cfg.training.num_steps == 7
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.sde.name == "ve"
+    assert cfg.data.random_flip is True
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'config.training.num_stepz'"):
+        load_config(_write(tmp_path), ["--config.training.num_stepz=7"])
+    with pytest.raises(ConfigError, match="unknown config key 'config.nope'"):
+        load_config(_write(tmp_path), ["--config.nope.x=7"])
+
+
+def test_wrong_type_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="expected a value of type int"):
+        load_config(_write(tmp_path), ["--config.training.num_steps=many"])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "missing.py"))
+    with pytest.raises(ConfigError, match="must define get_config"):
+        load_config(_write(tmp_path, "x = 1\n"))
+    with pytest.raises(ConfigError, match="failed to import"):
+        load_config(_write(tmp_path, "raise RuntimeError('boom')\n"))
+
+
+def test_locked_after_load(tmp_path):
+    cfg = load_config(_write(tmp_path))
+    with pytest.raises(AttributeError):
+        cfg.training.new_key = 1
+
+
+def test_config_diff_lists_changed_keys():
+    a = config_to_dict(base_config())
+    b = config_to_dict(base_config())
+    b["optim"]["lr"] = 1.0
+    assert config_diff(a, b) == ["optim.lr: saved 0.0002, now 1.0"]
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_")))
+def test_shipped_configs_load(name):
+    cfg = load_config(os.path.join(CONFIG_DIR, name))
+    assert set(base_config().keys()) <= set(cfg.keys())
