@@ -1,0 +1,433 @@
+r"""Deterministic, per-host batching of in-memory uint8 image datasets.
+
+The batch for step :math:`s` is a pure function of ``(dataset, seed, s)``:
+
+* The example stream is the concatenation of one permutation per epoch; epoch :math:`e`'s
+  permutation of :math:`0..N-1` is drawn by ``numpy.random.Generator(PCG64)`` from
+  ``SeedSequence(seed, spawn_key=(0, e))``. Global batch :math:`s` holds stream positions
+  :math:`[sB, (s+1)B)`; position :math:`p` is example ``perm_{p // N}[p % N]``. Each epoch
+  therefore visits every example exactly once (a batch may straddle two epochs; nothing is
+  dropped), and a resumed run (start at step :math:`s`) sees exactly the batches it would
+  have seen.
+* Host :math:`i` of :math:`P` reads only rows :math:`[iB/P, (i+1)B/P)` of the global batch.
+* Augmentations (random horizontal flip, uniform dequantisation) draw from counter-based
+  Philox streams keyed by ``(seed, step)`` and indexed by the *global* row, so host shards of
+  an augmented batch are also exactly the rows of the single-host batch: the run is the same
+  whatever the number of hosts.
+
+Scaling: :func:`scale_images` maps :math:`k \in \{0..255\}` to :math:`k/127.5 - 1 \in [-1, 1]`;
+with dequantisation, :math:`x = 2\,(k + u)/256 - 1`, :math:`u \sim U[0, 1)`, which lies in
+the bin :math:`[k/128 - 1, (k+1)/128 - 1)` (the convention of likelihood/bits-per-dim
+evaluation: the continuous density on :math:`[0,1)^D` of :math:`(k+u)/256`).
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from jaxscore.data.images import check_dataset
+
+__all__ = [
+    "BatchIterator",
+    "batch_at_step",
+    "batch_indices",
+    "dequantize_images",
+    "epoch_permutation",
+    "scale_images",
+    "shard_for_pmap",
+    "unscale_images",
+]
+
+_PERM, _FLIP, _DEQUANT = 0, 1, 2  # spawn-key tags: independent streams per purpose
+
+
+# --------------------------------------------------------------------------------------
+# Scaling
+# --------------------------------------------------------------------------------------
+
+
+def _check_uint8(images, name="images"):
+    if getattr(images, "dtype", None) != np.uint8:
+        got = getattr(images, "dtype", type(images))
+        raise TypeError(f"{name}: expected uint8 values 0..255, got dtype {got}.")
+
+
+def scale_images(images):
+    r"""uint8 :math:`k \in \{0..255\}` -> float32 :math:`x = k/127.5 - 1 \in [-1, 1]`, any shape.
+
+    Works on numpy and jax arrays (uses only array methods).
+    """
+    _check_uint8(images)
+    return images.astype(np.float32) * np.float32(1.0 / 127.5) - np.float32(1.0)
+
+
+def unscale_images(x, *, dequantized: bool = False):
+    r"""float in :math:`[-1, 1]` -> uint8, inverse of :func:`scale_images` (or of dequantisation).
+
+    ``dequantized=False``: :math:`k = \mathrm{round}((x+1)\cdot 127.5)`;
+    ``dequantized=True``: :math:`k = \lfloor (x+1)\cdot 128 \rfloor` (the bin index of
+    :func:`dequantize_images`). Values outside the range are clipped to 0..255.
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not np.issubdtype(dtype, np.floating):
+        raise TypeError(f"x: expected a floating-point array in [-1, 1], got dtype {dtype}.")
+    if dequantized:
+        k = ((x + 1.0) * 128.0) // 1.0  # floor, for numpy and jax arrays alike
+    else:
+        k = ((x + 1.0) * 127.5).round()
+    return k.clip(0, 255).astype(np.uint8)
+
+
+def dequantize_images(images: np.ndarray, u: np.ndarray) -> np.ndarray:
+    r"""Uniform dequantisation: :math:`x = 2\,(k + u)/256 - 1`, float32, for ``u`` in ``[0, 1)``.
+
+    ``u`` must be a multiple of :math:`2^{-16}` (as :func:`batch_at_step` draws it) for the
+    result to be exact in float32; then :math:`x \in [k/128 - 1, (k+1)/128 - 1)` strictly.
+    """
+    _check_uint8(images)
+    return (images.astype(np.float32) + u.astype(np.float32)) * np.float32(1.0 / 128.0) - np.float32(1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Index stream
+# --------------------------------------------------------------------------------------
+
+
+def _check_seed_step(seed, step):
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}.")
+    if not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"step: expected a non-negative int, got {step!r}.")
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(_PERM, epoch))))
+    perm = rng.permutation(n)
+    if n < 2**31:
+        perm = perm.astype(np.int32)  # half the memory of the cached epochs
+    perm.flags.writeable = False
+    return perm
+
+
+def epoch_permutation(seed: int, epoch: int, n: int, *, shuffle: bool = True) -> np.ndarray:
+    """The order of the ``n`` examples in epoch ``epoch``: a permutation (read-only, int32 [n] when n < 2^31).
+
+    Drawn by ``Generator(PCG64(SeedSequence(seed, spawn_key=(0, epoch)))).permutation(n)``;
+    ``shuffle=False`` gives ``arange(n)``. Cached (a few epochs), so consecutive steps are cheap.
+    """
+    _check_seed_step(seed, epoch)
+    if shuffle:
+        return _cached_permutation(int(seed), int(epoch), int(n))
+    return np.arange(n)
+
+
+def batch_indices(
+    n: int,
+    step: int,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    shuffle: bool = True,
+) -> np.ndarray:
+    """Dataset indices of this host's rows of global batch ``step`` (integer ``[B/P]``).
+
+    Global row ``r`` of step ``s`` is stream position ``p = s*B + r``, i.e. example
+    ``perm_{p // n}[p % n]`` (see :func:`epoch_permutation`). Host ``i`` gets rows
+    ``[i*B/P, (i+1)*B/P)``.
+    """
+    _check_seed_step(seed, step)
+    B, P, i = int(global_batch_size), int(process_count), int(process_index)
+    if B < 1:
+        raise ValueError(f"global_batch_size: expected a positive int, got {global_batch_size!r}.")
+    if P < 1 or not 0 <= i < P:
+        raise ValueError(
+            f"process_index/process_count: expected 0 <= index < count, got {process_index}/{process_count}."
+        )
+    if B % P:
+        raise ValueError(f"global_batch_size={B} is not divisible by process_count={P}.")
+    if n < 1:
+        raise ValueError(f"n: expected a non-empty dataset, got n={n}.")
+    per_host = B // P
+    start = int(step) * B + i * per_host
+    stop = start + per_host
+    first, last = start // n, (stop - 1) // n
+    if first == last:
+        perm = epoch_permutation(seed, first, n, shuffle=shuffle)
+        return perm[start - first * n : stop - first * n].copy()
+    stream = np.concatenate([epoch_permutation(seed, e, n, shuffle=shuffle) for e in range(first, last + 1)])
+    return stream[start - first * n : stop - first * n]
+
+
+def _philox_raw(seed: int, step: int, tag: int, offset: int, count: int) -> np.ndarray:
+    """Raw uint64 values ``offset .. offset+count-1`` of the Philox stream keyed by (seed, tag, step)."""
+    key = np.random.SeedSequence(seed, spawn_key=(tag, step)).generate_state(2, np.uint64)
+    bitgen = np.random.Philox(key=key)
+    bitgen.advance(offset // 4)  # one Philox4x64 counter step = 4 raw outputs
+    skip = offset % 4
+    return bitgen.random_raw(skip + count)[skip:]
+
+
+def _philox_u16(seed: int, step: int, tag: int, offset: int, count: int) -> np.ndarray:
+    """16-bit values ``offset .. offset+count-1`` of the stream: raw uint64 j holds values 4j..4j+3
+    (little-endian 16-bit words, independent of the machine's byte order)."""
+    first, last = offset // 4, (offset + count + 3) // 4
+    words = _philox_raw(seed, step, tag, first, last - first).astype("<u8").view("<u2")
+    skip = offset - 4 * first
+    return words[skip : skip + count].astype(np.uint16)
+
+
+# --------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------
+
+
+def batch_at_step(
+    dataset: Mapping[str, Any],
+    step: int,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    flip: bool = False,
+    dequantize: bool = False,
+    shuffle: bool = True,
+) -> dict[str, np.ndarray]:
+    r"""This host's shard of global batch ``step``.
+
+    Returns ``{"images": float32 [B/P, H, W, C] in [-1, 1], "labels": int32 [B/P]}``.
+
+    A pure function of ``(dataset, seed, step, process_index, process_count)`` (see the module
+    docstring for the index stream). ``"labels"`` is present only when the dataset has labels.
+    ``flip``: each row is mirrored left-right with probability 1/2 (keep it off for digits);
+    ``dequantize``: :math:`x = 2(k+u)/256 - 1` with :math:`u \sim U[0,1)` in steps of
+    :math:`2^{-16}` (as :func:`dequantize_images`; exact in float32), else :math:`x = k/127.5 - 1`.
+    Augmentation noise of global row ``r`` comes from position ``r`` of a Philox stream keyed
+    by ``(seed, step)``, so it does not depend on the number of hosts. ``shuffle=False`` walks
+    the examples in order (evaluation).
+    """
+    ds = check_dataset(dataset)
+    images, labels = ds["images"], ds["labels"]
+    n = images.shape[0]
+    idx = batch_indices(
+        n,
+        step,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+        shuffle=shuffle,
+    )
+    per_host = idx.shape[0]
+    row0 = int(process_index) * per_host
+    x = images[idx]  # uint8 [b, H, W, C]; one numpy gather
+    if flip:
+        bits = _philox_raw(int(seed), int(step), _FLIP, row0, per_host) >> np.uint64(63)
+        mirror = bits.astype(bool)
+        x[mirror] = x[mirror, :, ::-1]
+    if dequantize:
+        d = int(np.prod(x.shape[1:]))
+        u16 = _philox_u16(int(seed), int(step), _DEQUANT, row0 * d, per_host * d).reshape(x.shape)
+        # 2 (k + u/2^16) / 256 - 1 = (k * 2^16 + u) * 2^-23 - 1, exact in float32 (k*2^16+u < 2^24)
+        fixed = (x.astype(np.uint32) << np.uint32(16)) | u16
+        out = fixed.astype(np.float32) * np.float32(2.0**-23) - np.float32(1.0)
+    else:
+        out = scale_images(x)
+    batch = {"images": out}
+    if labels is not None:
+        batch["labels"] = labels[idx]
+    return batch
+
+
+def shard_for_pmap(batch, num_local_devices: int):
+    """Reshape every leaf's leading axis ``[B, ...] -> [D, B/D, ...]`` for ``jax.pmap`` over D devices.
+
+    ``batch`` is any pytree (dict of arrays); raises ``ValueError`` naming the leaf when ``B``
+    is not divisible by ``D``.
+    """
+    import jax  # only for pytree traversal
+
+    D = int(num_local_devices)
+    if D < 1:
+        raise ValueError(f"num_local_devices: expected a positive int, got {num_local_devices!r}.")
+
+    def reshape(path, leaf):
+        name = jax.tree_util.keystr(path) or "batch"
+        shape = getattr(leaf, "shape", None)
+        if shape is None or len(shape) == 0:
+            raise ValueError(
+                f"{name}: expected an array with a leading batch axis, got {type(leaf).__name__} {shape}."
+            )
+        if shape[0] % D:
+            raise ValueError(
+                f"{name}: batch axis of size {shape[0]} is not divisible by num_local_devices={D}; "
+                f"use a per-host batch size that is a multiple of {D}."
+            )
+        return leaf.reshape((D, shape[0] // D) + tuple(shape[1:]))
+
+    return jax.tree_util.tree_map_with_path(reshape, batch)
+
+
+# --------------------------------------------------------------------------------------
+# Iterator with optional background prefetch
+# --------------------------------------------------------------------------------------
+
+
+def _make_batch(dataset, kwargs, map_fn, step):
+    batch = batch_at_step(dataset, step, **kwargs)
+    return map_fn(batch) if map_fn is not None else batch
+
+
+def _put(q: queue.Queue, stop: threading.Event, item) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _prefetch_worker(q, stop, make, step, stop_step) -> None:
+    try:
+        while not stop.is_set() and (stop_step is None or step < stop_step):
+            if not _put(q, stop, (step, make(step))):
+                return
+            step += 1
+        _put(q, stop, _END)
+    except BaseException as err:  # re-raised in the consumer
+        _put(q, stop, _Failure(err))
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+class BatchIterator:
+    """Iterate ``batch_at_step(dataset, s, **kw)`` for ``s = start_step, start_step+1, …``.
+
+    ``state`` is the next step to be returned (an int: save it with the checkpoint and pass
+    it back as ``start_step`` to resume exactly). ``num_steps``: stop after that many
+    batches (``None``: endless). ``prefetch > 0`` computes up to that many batches ahead in a
+    daemon thread through a bounded queue (errors are re-raised in the consumer);
+    ``map_fn`` (e.g. ``lambda b: shard_for_pmap(b, n_dev)`` or ``jax.device_put``) is applied
+    to each batch, in the thread when prefetching. Use as a context manager, or call
+    :meth:`close`, to stop the thread.
+    """
+
+    def __init__(
+        self,
+        dataset: Mapping[str, Any],
+        start_step: int = 0,
+        *,
+        global_batch_size: int,
+        seed: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        flip: bool = False,
+        dequantize: bool = False,
+        shuffle: bool = True,
+        num_steps: int | None = None,
+        prefetch: int = 0,
+        map_fn: Callable[[dict], Any] | None = None,
+    ):
+        self._dataset = check_dataset(dataset)
+        _check_seed_step(seed, start_step)
+        self._kwargs = dict(
+            global_batch_size=global_batch_size,
+            seed=seed,
+            process_index=process_index,
+            process_count=process_count,
+            flip=flip,
+            dequantize=dequantize,
+            shuffle=shuffle,
+        )
+        # validate batch/process arguments now rather than on the first next()
+        index_kwargs = {k: v for k, v in self._kwargs.items() if k not in ("flip", "dequantize")}
+        batch_indices(self._dataset["images"].shape[0], start_step, **index_kwargs)
+        self._next_step = int(start_step)
+        self._stop_step = None if num_steps is None else int(start_step) + int(num_steps)
+        self._map_fn = map_fn
+        self._prefetch = int(prefetch)
+        if self._prefetch < 0:
+            raise ValueError(f"prefetch: expected >= 0, got {prefetch}.")
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self._prefetch > 0:
+            self._queue = queue.Queue(maxsize=self._prefetch)
+            # the thread holds no reference to self, so dropping the iterator stops it (__del__)
+            make = functools.partial(_make_batch, self._dataset, self._kwargs, map_fn)
+            self._thread = threading.Thread(
+                target=_prefetch_worker,
+                args=(self._queue, self._stop, make, self._next_step, self._stop_step),
+                daemon=True,
+            )
+            self._thread.start()
+
+    @property
+    def state(self) -> int:
+        """The step of the next batch this iterator will return."""
+        return self._next_step
+
+    def _make(self, step: int):
+        return _make_batch(self._dataset, self._kwargs, self._map_fn, step)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._stop_step is not None and self._next_step >= self._stop_step:
+            raise StopIteration
+        if self._queue is None:
+            batch = self._make(self._next_step)
+        else:
+            if self._stop.is_set():
+                raise RuntimeError("BatchIterator is closed.")
+            item = self._queue.get()
+            if item is _END:
+                raise StopIteration
+            if isinstance(item, _Failure):
+                self.close()
+                raise item.error
+            step, batch = item
+            assert step == self._next_step, (step, self._next_step)
+        self._next_step += 1
+        return batch
+
+    def close(self) -> None:
+        """Stop the prefetch thread (if any) and drop the queued batches."""
+        self._stop.set()
+        if self._thread is not None:
+            while True:  # unblock a worker waiting on a full queue
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self._stop.set()
+        except Exception:
+            pass
