@@ -144,19 +144,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.weighting = "sigma2"  # sigma2 | likelihood | uniform (continuous_dsm)
     c.loss.reduce_mean = True
 
-    c.optim = ml_collections.ConfigDict()
+    c.optim = ml_collections.ConfigDict()  # score_sde defaults
+    c.optim.optimizer = "adam"
     c.optim.lr = 2e-4
-    c.optim.warmup_steps = 5000
+    c.optim.warmup = 5000
     c.optim.grad_clip = 1.0
     c.optim.beta1 = 0.9
+    c.optim.beta2 = 0.999
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.0
+    c.optim.ema_rate = 0.9999
 
     c.training = ml_collections.ConfigDict()
     c.training.batch_size = 128  # global batch
-    c.training.num_steps = 10000
+    c.training.n_iters = 10000
     c.training.steps_per_call = 1  # steps fused into one compiled call (lax.scan)
-    c.training.ema_rate = 0.9999
     c.training.mode = "single"  # single | pmap | sharded
     c.training.log_every = 100
     c.training.eval_every = 1000
@@ -164,7 +166,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.training.keep_last = 3
     c.training.keep_every = 0  # also keep every M-th step forever (0: off)
     c.training.max_consecutive_nonfinite = 10
-    c.training.distributed = False  # call jax.distributed.initialize()
+    c.training.async_checkpoint = True
+    c.training.progress = True
+
+    c.distributed = ml_collections.ConfigDict()  # multi-host: jax.distributed.initialize()
+    c.distributed.enabled = False
+    c.distributed.coordinator_address = None  # "host:port"; None lets JAX auto-detect (TPU pods, SLURM)
+    c.distributed.num_processes = None
+    c.distributed.process_id = None
+    c.distributed.cpu_collectives = None  # "gloo" for multi-process CPU runs
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.sampler = "dpmpp_2m"

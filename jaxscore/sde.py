@@ -72,6 +72,18 @@ class LinearSDE:
         """Raise ``ValueError`` if concrete ``t`` is outside ``[0, T]``."""
         check_time_range(t, 0.0, self.T)
 
+    def is_variance_exploding(self) -> bool:
+        r"""True when :math:`\alpha_t = 1` on [0, T] (zero drift, :math:`x_t = x_0 + \sigma_t\varepsilon`):
+        the marginals form a pure noise ladder, as NCSN's annealed Langevin dynamics needs.
+
+        Decided at trace time by evaluating ``drift_coef`` on a grid (under
+        ``jax.ensure_compile_time_eval``); returns False when that cannot be decided, i.e.
+        the drift depends on traced parameters. A Python bool, usable for static dispatch.
+        """
+        with jax.ensure_compile_time_eval():
+            f = self.drift_coef(jnp.linspace(0.0, self.T, 17))
+        return is_concrete(f) and bool(np.all(np.asarray(f) == 0))
+
     def drift(self, x: jax.Array, t: jax.Array) -> jax.Array:
         r"""Forward drift :math:`f(x, t) = f(t)\,x`. x: [B, *D], t: [B] -> [B, *D]."""
         x, t = check_batch(x, t)

@@ -16,24 +16,24 @@ def _write(tmp_path, body="from jaxscore.config import base_config\n\ndef get_co
 
 
 def test_overrides_are_typed_and_applied(tmp_path):
-    cfg = load_config(_write(tmp_path), ["--config.training.num_steps=7", "--config.optim.lr=1", "--config.sde.name=ve",
+    cfg = load_config(_write(tmp_path), ["--config.training.n_iters=7", "--config.optim.lr=1", "--config.sde.name=ve",
                                          "--config.data.random_flip=true"])
-    assert cfg.training.num_steps == 7
+    assert cfg.training.n_iters == 7
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.sde.name == "ve"
     assert cfg.data.random_flip is True
 
 
 def test_unknown_key_is_an_error(tmp_path):
-    with pytest.raises(ConfigError, match="unknown config key 'config.training.num_stepz'"):
-        load_config(_write(tmp_path), ["--config.training.num_stepz=7"])
+    with pytest.raises(ConfigError, match="unknown config key 'config.training.n_iterz'"):
+        load_config(_write(tmp_path), ["--config.training.n_iterz=7"])
     with pytest.raises(ConfigError, match="unknown config key 'config.nope'"):
         load_config(_write(tmp_path), ["--config.nope.x=7"])
 
 
 def test_wrong_type_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="expected a value of type int"):
-        load_config(_write(tmp_path), ["--config.training.num_steps=many"])
+        load_config(_write(tmp_path), ["--config.training.n_iters=many"])
 
 
 def test_bad_files(tmp_path):

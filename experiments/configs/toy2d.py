@@ -19,11 +19,11 @@ def get_config():
     c.loss.name = "continuous_dsm"
     c.loss.weighting = "sigma2"
     c.optim.lr = 2e-3
-    c.optim.warmup_steps = 100
+    c.optim.warmup = 100
     c.training.batch_size = 512
-    c.training.num_steps = 4000
+    c.training.n_iters = 4000
     c.training.steps_per_call = 50
-    c.training.ema_rate = 0.999
+    c.optim.ema_rate = 0.999
     c.training.log_every = 100
     c.training.eval_every = 2000
     c.training.checkpoint_every = 1000

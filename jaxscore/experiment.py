@@ -1,0 +1,281 @@
+"""Experiments: a config becomes data, an SDE, a model, a loss and a training run.
+
+This is the top layer (below the CLI): it resolves the names in a config
+(datasets, SDEs, model presets, losses, samplers) into the pure objects of the
+library and hands them to :func:`jaxscore.train.train`. After training it writes
+pictures and metrics into the workdir:
+
+* toy data: ``samples.png`` (samples vs data), ``score_field.png`` (learned vs exact
+  score where the exact one is known), mode metrics and relative score error;
+* images: ``samples_<step>.png`` grids, held-out loss;
+* always: ``metrics.jsonl``, ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxscore import losses, viz
+from jaxscore.config import config_to_dict
+from jaxscore.data import images as image_data
+from jaxscore.data import pipeline, toy
+from jaxscore.metrics import mixture_metrics, relative_score_error
+from jaxscore.models import build_model
+from jaxscore.parameterization import make_score_fn
+from jaxscore.samplers import sample_in_batches
+from jaxscore.sde import SubVPSDE, VESDE, VPSDE
+
+TOY_MIXTURES = {"ring": toy.ring_mixture, "grid": toy.grid_mixture}
+TOY_DATASETS = (*TOY_MIXTURES, *toy.TOY_SAMPLERS)
+
+
+# --- names -> objects --------------------------------------------------------------------
+
+def build_sde(cfg):
+    """``config.sde`` -> a LinearSDE."""
+    if cfg.name == "vp":
+        return VPSDE(beta_min=cfg.beta_min, beta_max=cfg.beta_max)
+    if cfg.name == "subvp":
+        return SubVPSDE(beta_min=cfg.beta_min, beta_max=cfg.beta_max)
+    if cfg.name == "ve":
+        return VESDE(sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)
+    raise ValueError(f"config.sde.name: expected 'vp', 've' or 'subvp', got {cfg.name!r}.")
+
+
+def load_data(config) -> dict[str, Any]:
+    """``config.data`` -> {"train": dataset, "test": dataset, "shape": per-example shape,
+    "mixture": GaussianMixture or None, "image": bool}. Datasets are dicts of numpy arrays:
+    toy ``{"x": float32 [N, 2]}``, images ``{"images": uint8 [N, H, W, C], "labels": ...}``."""
+    name = config.data.name
+    if name in TOY_DATASETS:
+        key = jax.random.key(config.seed)
+        k_train, k_test = jax.random.split(key)
+        n = int(config.data.num_train)
+        mixture = TOY_MIXTURES[name]() if name in TOY_MIXTURES else None
+        draw = mixture.sample if mixture is not None else (lambda k, m: toy.TOY_SAMPLERS[name](k, m))
+        train = {"x": np.asarray(draw(k_train, n), np.float32)}
+        test = {"x": np.asarray(draw(k_test, max(n // 10, 512)), np.float32)}
+        return {"train": train, "test": test, "shape": (2,), "mixture": mixture, "image": False}
+    if name in image_data.DATASET_NAMES:
+        sections = dict(config.data)
+        train = image_data.load_dataset({**sections, "split": "train"})
+        test = image_data.load_dataset({**sections, "split": "test"})
+        return {"train": train, "test": test, "shape": tuple(train["images"].shape[1:]), "mixture": None, "image": True}
+    raise ValueError(f"config.data.name: expected one of {TOY_DATASETS + tuple(image_data.DATASET_NAMES)}, got {name!r}.")
+
+
+def make_batch_fn(config, data, split: str = "train", *, process_index: int = 0, process_count: int = 1):
+    """``step -> {"x": float32 [B/P, *D], "labels"?: int32}``: a pure function of (seed, step)."""
+    dataset = data[split]
+    kw = dict(global_batch_size=int(config.training.batch_size), seed=int(config.seed),
+              process_index=process_index, process_count=process_count)
+    if not data["image"]:
+        x = dataset["x"]
+
+        def toy_batch(step):
+            return {"x": x[pipeline.batch_indices(len(x), step, **kw)]}
+
+        return toy_batch
+
+    def image_batch(step):
+        batch = pipeline.batch_at_step(dataset, step, flip=bool(config.data.random_flip),
+                                       dequantize=bool(config.data.dequantize), **kw)
+        out = {"x": batch["images"]}
+        if "labels" in batch and config.model.get("num_classes"):
+            out["labels"] = batch["labels"]
+        return out
+
+    return image_batch
+
+
+def make_loss_fn(config, model, sde) -> Callable:
+    """``loss_fn(params, key, batch) -> scalar``; dropout keys are split from ``key``."""
+    name = config.loss.name
+    param = config.model.parameterization
+
+    def loss_fn(params, key, batch):
+        loss_key, dropout_key = jax.random.split(key)
+
+        def apply(p, x, t, **kw):
+            return model.apply({"params": p}, x, t, train=True, rngs={"dropout": dropout_key}, **kw)
+
+        kw = {"labels": batch["labels"]} if "labels" in batch else {}
+        x0 = batch["x"]
+        if name == "continuous_dsm":
+            return losses.continuous_dsm_loss(apply, params, loss_key, x0, sde, parameterization=param,
+                                              weighting=config.loss.weighting, reduce_mean=config.loss.reduce_mean, **kw)
+        if name in ("eps", "x0", "v"):
+            if param != name:
+                raise ValueError(f"config.loss.name={name!r} trains a {name!r} network: set config.model.parameterization={name!r}.")
+            fn = {"eps": losses.eps_loss, "x0": losses.x0_loss, "v": losses.v_loss}[name]
+            return fn(apply, params, loss_key, x0, sde, reduce_mean=config.loss.reduce_mean, **kw)
+        if name == "edm":
+            if param != "edm":
+                raise ValueError("config.loss.name='edm' needs config.model.parameterization='edm'.")
+            return losses.edm_loss(apply, params, loss_key, x0, reduce_mean=config.loss.reduce_mean, **kw)
+        raise ValueError(f"config.loss.name: expected continuous_dsm, eps, x0, v or edm, got {name!r}.")
+
+    return loss_fn
+
+
+def make_init_fn(model, shape) -> Callable:
+    def init_fn(key):
+        x = jnp.zeros((1, *shape), jnp.float32)
+        t = jnp.full((1,), 0.5, jnp.float32)
+        return model.init({"params": key, "dropout": key}, x, t, train=False)["params"]
+
+    return init_fn
+
+
+def model_score_fn(config, model, params, sde, **apply_kwargs):
+    """The trained network as ``score_fn(x, t)`` (eval mode: no dropout)."""
+    apply = lambda p, x, t, **kw: model.apply({"params": p}, x, t, train=False, **kw)  # noqa: E731
+    return make_score_fn(apply, params, sde, config.model.parameterization, **apply_kwargs)
+
+
+# --- training ----------------------------------------------------------------------------
+
+def _toy_report(config, workdir, data, score_fn, sde, key) -> dict:
+    num = int(config.eval.num_samples)
+    samples = np.asarray(sample_in_batches(key, score_fn, sde, (min(num, 4096), 2), num, config.sampling.sampler,
+                                           config.sampling.steps, progress=False))
+    reference = data["test"]["x"]
+    viz.save_scatter(samples, reference, os.path.join(workdir, "samples.png"),
+                     title=f"{config.sampling.sampler}, {config.sampling.steps} steps")
+    out = {}
+    mixture = data["mixture"]
+    if mixture is not None:
+        out.update({f"sample_{k}": v for k, v in mixture_metrics(samples, mixture).items()})
+        exact = mixture.score_fn(sde)
+        fields = [("learned", score_fn), ("exact", exact)]
+        for t in (0.05, 0.2, 0.5):
+            tt = jnp.full((len(reference),), t, jnp.float32)
+            xt, _ = sde.marginal_sample(jax.random.fold_in(key, int(t * 100)), jnp.asarray(reference), tt)
+            out[f"score_rel_error_t{t}"] = relative_score_error(score_fn, exact, xt, tt)
+    else:
+        fields = [("learned", score_fn)]
+    viz.save_score_field(fields, os.path.join(workdir, "score_field.png"), t=0.05, extent=6.0)
+    return out
+
+
+def _image_report(config, workdir, data, score_fn, sde, key, step) -> dict:
+    num = int(config.sampling.num_samples)
+    shape = (num, *data["shape"])
+    samples = np.asarray(sample_in_batches(key, score_fn, sde, shape, num, config.sampling.sampler,
+                                           config.sampling.steps, progress=False))
+    viz.save_image_grid(np.clip(samples, -1, 1), os.path.join(workdir, f"samples_{step:07d}.png"))
+    viz.save_image_grid(np.clip(samples, -1, 1), os.path.join(workdir, "samples.png"))
+    return {"sample_mean": float(samples.mean()), "sample_std": float(samples.std())}
+
+
+def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False):
+    """Train (or resume) the run described by ``config`` in ``workdir``; write pictures and metrics."""
+    from jaxscore.train import Hook, train
+
+    workdir = os.path.abspath(workdir)
+    data = load_data(config)
+    sde = build_sde(config.sde)
+    model = build_model(config.model, ignore_unknown=True)
+    loss_fn = make_loss_fn(config, model, sde)
+    batch_fn = make_batch_fn(config, data, process_index=jax.process_index(), process_count=jax.process_count())
+    test_batch_fn = make_batch_fn(config, data, "test", process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+    eval_loss = jax.jit(loss_fn)
+
+    def heldout(state, step):
+        key = jax.random.key(10_000 + int(config.seed))
+        vals = [eval_loss(state.ema_params, jax.random.fold_in(key, i), test_batch_fn(i))
+                for i in range(int(config.eval.heldout_batches))]
+        return {"loss": float(np.mean([float(v[0] if isinstance(v, tuple) else v) for v in vals]))}
+
+    def report(state, step):
+        if jax.process_index() != 0:
+            return None
+        score_fn = model_score_fn(config, model, state.ema_params, sde)
+        key = jax.random.key(20_000 + int(config.seed))
+        if data["image"]:
+            return _image_report(config, workdir, data, score_fn, sde, key, step)
+        return _toy_report(config, workdir, data, score_fn, sde, key)
+
+    hooks = [Hook(heldout, name="eval"), Hook(report, name="report")]
+    result = train(config, workdir, init_fn=make_init_fn(model, data["shape"]), loss_fn=loss_fn,
+                   batch_fn=batch_fn, eval_fns=hooks, allow_config_change=allow_config_change)
+    if jax.process_index() == 0:
+        metrics_path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(metrics_path):
+            viz.save_loss_curve(metrics_path, os.path.join(workdir, "loss.png"), keys=("loss", "eval/loss"))
+    return result
+
+
+# --- inference from a workdir --------------------------------------------------------------
+
+def load_for_inference(workdir: str):
+    """The config, EMA ``score_fn``, SDE and per-example data shape of the latest checkpoint in ``workdir``."""
+    from ml_collections import ConfigDict
+
+    from jaxscore.train import restore_params
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no config.json; is {workdir!r} a jaxscore run directory?")
+    with open(path) as f:
+        config = ConfigDict(json.load(f))
+    data_shape = tuple(load_data(config)["shape"])
+    sde = build_sde(config.sde)
+    model = build_model(config.model, ignore_unknown=True)
+    params, step = restore_params(workdir, make_init_fn(model, data_shape), which="ema_params")
+    return config, model_score_fn(config, model, params, sde), sde, data_shape, step
+
+
+def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out: str,
+                        batch_size: int = 1024, seed: int = 0) -> str:
+    """Sample ``num`` examples with the EMA parameters; write ``out`` (npz, key ``samples``) and a PNG beside it."""
+    config, score_fn, sde, shape, step = load_for_inference(workdir)
+    batch = min(batch_size, num)
+    samples = np.asarray(sample_in_batches(jax.random.key(seed), score_fn, sde, (batch, *shape), num, sampler, steps))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.savez(out, samples=samples, step=step)
+    png = os.path.splitext(out)[0] + ".png"
+    if len(shape) == 3:
+        viz.save_image_grid(np.clip(samples[:256], -1, 1), png)
+    else:
+        reference = load_data(config)["test"]["x"]
+        viz.save_scatter(samples, reference, png, title=f"{sampler}, {steps} steps")
+    return out
+
+
+def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int = 256, divergence: str = "exact",
+                            batch_size: int = 128, seed: int = 0) -> dict:
+    """Mean negative log-likelihood (nats per example) and, for images, dequantised bits/dim."""
+    from jaxscore.likelihood import bits_per_dim, log_likelihood
+
+    config, score_fn, sde, shape, step = load_for_inference(workdir)
+    dataset = load_data(config)
+    split = data or "test"
+    if split in ("train", "test"):
+        ds = dataset[split]
+    else:
+        ds = image_data.load_array_file(split) if dataset["image"] else {"x": np.load(split, allow_pickle=False)}
+    key = jax.random.key(seed)
+    nll, bpd = [], []
+    arr = ds["images"] if dataset["image"] else ds["x"]
+    arr = arr[:num]
+    for i in range(0, len(arr), batch_size):
+        chunk = arr[i:i + batch_size]
+        k = jax.random.fold_in(key, i)
+        if dataset["image"]:
+            b, info = bits_per_dim(k, score_fn, sde, chunk, divergence=divergence, return_info=True)
+            bpd.append(np.asarray(b))
+            nll.append(-np.asarray(info["log_likelihood"]) if "log_likelihood" in info else np.asarray(b) * np.log(2) * np.prod(shape))
+        else:
+            nll.append(-np.asarray(log_likelihood(k, score_fn, sde, jnp.asarray(chunk), divergence=divergence)))
+    result = {"step": step, "num": int(len(arr)), "nll_nats": float(np.mean(np.concatenate(nll)))}
+    if bpd:
+        result["bits_per_dim"] = float(np.mean(np.concatenate(bpd)))
+    return result

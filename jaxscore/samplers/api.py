@@ -1,0 +1,139 @@
+r"""Samplers by name (the edge of the library: CLI and configs) and batched sampling with progress.
+
+``sample(key, score_fn, sde, shape, sampler="dpmpp_2m", steps=20, **options)`` looks the name up
+in :data:`SAMPLERS` and calls it. Library code should call the sampler functions directly.
+Modules are imported lazily, so a sampler family that is missing (or fails to import) only
+breaks its own names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxscore.samplers._core import check_shape
+from jaxscore.samplers.grids import check_steps
+
+# name -> "module:function" (imported on first use)
+SAMPLERS: dict[str, str] = {
+    "euler_maruyama": "jaxscore.samplers.sde_samplers:euler_maruyama",
+    "reverse_diffusion": "jaxscore.samplers.sde_samplers:reverse_diffusion",
+    "ancestral": "jaxscore.samplers.sde_samplers:ancestral",
+    "pc": "jaxscore.samplers.langevin:pc",
+    "annealed_langevin": "jaxscore.samplers.langevin:annealed_langevin",
+    "ddim": "jaxscore.samplers.solvers:ddim",
+    "dpmpp_2m": "jaxscore.samplers.solvers:dpmpp_2m",
+    "dpmpp_3m": "jaxscore.samplers.solvers:dpmpp_3m",
+    "dpmpp_2m_sde": "jaxscore.samplers.solvers:dpmpp_2m_sde",
+    "unipc": "jaxscore.samplers.solvers:unipc",
+    "heun": "jaxscore.samplers.edm:heun",
+    "edm_stochastic": "jaxscore.samplers.edm:edm_stochastic",
+    "ode": "jaxscore.samplers.diffrax_samplers:ode_sampler",
+    "sde": "jaxscore.samplers.diffrax_samplers:sde_sampler",
+}
+
+# samplers written on jaxscore.samplers._core: they accept ``example_offset`` (global example index
+# of row 0), which makes batched sampling exactly batch-size invariant.
+_OFFSET_AWARE = frozenset(SAMPLERS) - {"ode", "sde"}
+
+DETERMINISTIC = frozenset({"ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "heun", "ode"})
+"""Samplers that use no noise after the prior draw (``ddim`` with its default ``eta=0``)."""
+
+
+def available_samplers() -> tuple[str, ...]:
+    """All registered names (whether or not their module imports in this environment)."""
+    return tuple(SAMPLERS)
+
+
+def get_sampler(name: str) -> Callable:
+    """The sampler function registered under ``name``."""
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ValueError(f"sampler: expected one of {sorted(SAMPLERS)}, got {name!r}.")
+    module, attr = SAMPLERS[name].split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"sampler {name!r}: its module {module} could not be imported ({err}).") from err
+    try:
+        return getattr(mod, attr)
+    except AttributeError as err:
+        raise ImportError(f"sampler {name!r}: {module} has no function {attr}.") from err
+
+
+def sample(key, score_fn, sde, shape, sampler: str = "dpmpp_2m", steps: int | None = 20, **options):
+    r"""Draw ``shape = (B, *D)`` samples with the named sampler: ``get_sampler(sampler)(key, score_fn, sde,
+    shape, steps=steps, **options)``. Options are the sampler's keyword arguments (``grid``, ``t_min``,
+    ``denoise``, ``return_info`` ...); unknown ones raise ``TypeError``.
+
+    jit-able with ``score_fn``, ``sde`` closed over (or ``sde`` passed as an argument) and ``shape``,
+    ``steps``, ``sampler`` static.
+    """
+    fn = get_sampler(sampler)
+    return fn(key, score_fn, sde, shape, steps=steps, **options)
+
+
+def evals_per_step(sampler: str, **options) -> int:
+    """Score evaluations per step of a fixed-step sampler (for matching NFE budgets).
+    ``denoise`` adds one evaluation in total, not per step."""
+    if sampler == "pc":
+        return int(options.get("corrector_steps", 1)) + (options.get("predictor", "reverse_diffusion") != "none")
+    if sampler == "annealed_langevin":
+        return int(options.get("n_steps_each", 100))
+    if sampler in ("heun", "edm_stochastic"):
+        return 2
+    if sampler in ("ode", "sde"):
+        raise ValueError(f"{sampler!r} uses diffrax solvers; its NFE depends on the solver (see info['nfe']).")
+    get_sampler(sampler)  # validates the name
+    return 1
+
+
+def steps_for_nfe(sampler: str, nfe: int, **options) -> int:
+    """Largest ``steps`` whose NFE (``steps * evals_per_step`` (+1 with ``denoise``; Heun-type samplers with
+    ``lower_order_final`` save one)) does not exceed ``nfe``; at least 1."""
+    per = evals_per_step(sampler, **options)
+    budget = nfe - int(bool(options.get("denoise", False)))
+    if sampler in ("heun", "edm_stochastic") and options.get("lower_order_final", False):
+        budget += 1
+    return max(1, budget // per)
+
+
+def sample_in_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: str = "dpmpp_2m",
+                      steps: int | None = 20, *, progress: bool = True, desc: str | None = None, **options):
+    r"""Draw ``num`` samples in batches of ``shape_per_batch[0]``: a Python loop over batches (with a
+    tqdm bar when ``progress``), each batch one compiled call (compiled once; the last, partial
+    batch is padded and cut).
+
+    Example ``g`` (global index) is drawn with the per-example key ``fold_in(key, g)`` for every
+    sampler written on the fixed-step core, so the result does not depend on the batch size: it
+    equals ``sample(key, ..., (num, *D))``. For the diffrax samplers (``ode``, ``sde``) batch ``j``
+    gets ``fold_in(key, j)`` (invariant only for a fixed batch size).
+    Returns ``[num, *D]`` (``info`` of the last batch is dropped; use :func:`sample` for it).
+    """
+    shape_per_batch = check_shape(shape_per_batch)
+    if check_steps(num, name="num") < 1:
+        raise ValueError(f"num: expected >= 1, got {num}.")
+    fn = get_sampler(sampler)
+    if options.get("return_info") or options.get("return_trajectory"):
+        raise ValueError("sample_in_batches returns samples only; call sample(..., return_info=True) for info.")
+    batch = shape_per_batch[0]
+    n_batches = math.ceil(num / batch)
+    offset_aware = sampler in _OFFSET_AWARE
+
+    if offset_aware:
+        run = jax.jit(lambda k, off: fn(k, score_fn, sde, shape_per_batch, steps=steps, example_offset=off, **options))
+    else:
+        run = jax.jit(lambda k, off: fn(jax.random.fold_in(k, off // batch), score_fn, sde, shape_per_batch,
+                                        steps=steps, **options))
+    iterator = range(n_batches)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=desc or f"sampling ({sampler})", unit="batch")
+    outs = []
+    for j in iterator:
+        outs.append(run(key, jnp.asarray(j * batch, jnp.uint32)))
+    return jnp.concatenate(outs, axis=0)[:num]

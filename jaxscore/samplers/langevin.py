@@ -1,0 +1,163 @@
+r"""Langevin samplers: predictor-corrector (Song et al. 2021) and annealed Langevin dynamics (NCSN,
+Song & Ermon 2019).
+
+Langevin corrector at time t (score_sde's signal-to-noise step-size rule), per example i:
+
+.. math:: \epsilon_i = 2\,a\,\Big(r\,\frac{\lVert z_i\rVert}{\lVert s(x_i, t)\rVert}\Big)^2,\qquad
+          x_i \leftarrow x_i + \epsilon_i\, s(x_i, t) + \sqrt{2\epsilon_i}\, z_i ,
+
+with ``snr`` r and :math:`a = (\alpha_t/\alpha_{t'})^2` the squared one-step signal decay
+(score_sde's ``alphas[i]`` for VP, 1 for VE). score_sde averages the norms over the batch; here
+they are per example, so that sample i depends on (key, i) only (batch-size invariance).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxscore.samplers import _core
+from jaxscore.samplers._core import bcast, call_score
+from jaxscore.samplers.sde_samplers import _noise_scale, ancestral_step, em_step, reverse_diffusion_step
+
+PREDICTORS = {
+    "euler_maruyama": em_step,
+    "reverse_diffusion": reverse_diffusion_step,
+    "ancestral": ancestral_step,
+    "none": None,
+}
+
+
+def _per_example_norm(v):
+    return jnp.sqrt(jnp.sum(v.reshape(v.shape[0], -1) ** 2, axis=-1))
+
+
+STEP_SIZE_RULES = ("snr", "snr_batch", "sigma")
+
+
+def langevin_corrector_step(x, score, z, snr, a, sigma=None, rule: str = "snr"):
+    r"""One Langevin corrector step :math:`x + \epsilon s + \sqrt{2\epsilon} z`. Returns ``(x_new, x_mean)``.
+
+    ``rule`` sets :math:`\epsilon = 2a(r\,\lVert z\rVert/\lVert s\rVert)^2`:
+    ``"snr"`` with per-example norms (batch-size invariant), ``"snr_batch"`` with batch-mean norms
+    (score_sde exactly; sample i then depends on the whole batch), ``"sigma"`` with the norms
+    replaced by their Gaussian-scale expectations :math:`\lVert z\rVert^2 \approx d`,
+    :math:`\lVert s\rVert^2 \approx d/\sigma_t^2`, i.e. :math:`\epsilon = 2 a r^2 \sigma_t^2`
+    (batch invariant and stable in any dimension; needs ``sigma``).
+    """
+    if rule == "snr":
+        ratio = snr * _per_example_norm(z) / jnp.maximum(_per_example_norm(score), 1e-20)
+        eps = bcast(2.0 * a * ratio**2, x)
+    elif rule == "snr_batch":
+        ratio = snr * jnp.mean(_per_example_norm(z)) / jnp.maximum(jnp.mean(_per_example_norm(score)), 1e-20)
+        eps = 2.0 * a * ratio**2
+    elif rule == "sigma":
+        eps = 2.0 * a * (snr * sigma) ** 2
+    else:
+        raise ValueError(f"step_size: expected one of {STEP_SIZE_RULES}, got {rule!r}.")
+    x_mean = x + eps * score
+    return x_mean + jnp.sqrt(2.0 * eps) * z, x_mean
+
+
+def pc(key, score_fn, sde, shape, *, steps: int = 1000, predictor: str = "reverse_diffusion", snr: float = 0.16,
+       corrector_steps: int = 1, step_size: str = "sigma", grid="uniform", t_min=None, rho: float = 7.0, denoise: bool = False,
+       final_noise: bool = False, return_info: bool = False, return_trajectory: bool = False, example_offset=0):
+    r"""Predictor-corrector sampler (score_sde Alg. 2/3).
+
+    For each step n: ``corrector_steps`` Langevin corrections at :math:`t_n`, then the predictor from
+    :math:`t_n` to :math:`t_{n+1}` (``"euler_maruyama"``, ``"reverse_diffusion"``, ``"ancestral"``).
+    With ``predictor="none"`` the corrections at step n run at :math:`t_{n+1}` instead, so the
+    levels visited are ``ts[1:]`` ending at ``t_min`` (pure annealed Langevin with the snr rule).
+    As in score_sde the noise of the very last update is dropped (``final_noise=False``).
+    NFE = steps * (corrector_steps + [predictor != "none"]) (+1 with ``denoise``).
+
+    ``step_size`` picks the corrector's step-size rule (:func:`langevin_corrector_step`). The default
+    ``"sigma"`` is score_sde's snr rule with the two norms replaced by their expectations
+    (:math:`\epsilon = 2 a r^2\sigma_t^2`): batch-size invariant and stable in any dimension.
+    ``"snr"`` is score_sde's rule with per-example norms (fine for high-dimensional data, where the
+    norms concentrate, but unstable in a few dimensions: a sample with :math:`\lVert s\rVert \approx 0`
+    gets a huge step); ``"snr_batch"`` is score_sde's batch-mean rule exactly (gives up batch-size
+    invariance).
+    """
+    if step_size not in STEP_SIZE_RULES:
+        raise ValueError(f"pc: step_size must be one of {STEP_SIZE_RULES}, got {step_size!r}.")
+    if predictor not in PREDICTORS:
+        raise ValueError(f"pc: predictor must be one of {tuple(PREDICTORS)}, got {predictor!r}.")
+    corrector_steps = _core.check_steps(corrector_steps, minimum=0, name="corrector_steps")
+    if predictor == "none" and corrector_steps == 0:
+        raise ValueError("pc: predictor='none' with corrector_steps=0 would not move the samples.")
+    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+    pred = PREDICTORS[predictor]
+    data_shape = shape[1:]
+
+    def body(carry, n):
+        (x,) = carry
+        t, t_next = ts[n], ts[n + 1]
+        a, _ = sde.transition_coefs(t_next, t)
+        a2 = a**2
+        t_corr = t if pred is not None else t_next
+        sigma_corr = sde.marginal_coefs(t_corr)[1]
+        last = n == steps - 1
+
+        def correct(c, j):
+            x, _ = c
+            z = _core.step_normal(keys, n, data_shape, sub=1 + j)
+            return langevin_corrector_step(x, call_score(score_fn, x, t_corr), z, snr, a2, sigma_corr, step_size), None
+
+        if corrector_steps:
+            (x_new, x_mean), _ = jax.lax.scan(correct, (x, x), jnp.arange(corrector_steps))
+            x = jnp.where(last, x_mean, x_new) if (pred is None and not final_noise) else x_new
+        if pred is not None:
+            z = _core.step_normal(keys, n, data_shape) * _noise_scale(n, steps, final_noise)
+            x = pred(sde, x, call_score(score_fn, x, t), t, t_next, z)
+        return (x,)
+
+    (x,), traj = _core.scan_steps(body, (x0,), steps, return_trajectory)
+    nfe = steps * (corrector_steps + (pred is not None))
+    return _core.finish(x, x0, traj, ts, nfe, score_fn, sde, denoise, return_info, return_trajectory)
+
+
+def annealed_langevin(key, score_fn, sde, shape, *, steps: int = 10, n_steps_each: int = 100, step_lr: float = 2e-5,
+                      grid="uniform", t_min=None, rho: float = 7.0, denoise: bool = False, final_noise: bool = True,
+                      return_info: bool = False, return_trajectory: bool = False, example_offset=0):
+    r"""Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Alg. 1) on the noise ladder
+    :math:`\sigma_1 > \dots > \sigma_L` given by the grid's ``ts[1:]`` (``steps`` = L levels, the last at
+    ``t_min``): at level i, ``n_steps_each`` updates
+
+    .. math:: x \leftarrow x + \tfrac{\epsilon_i}{2} s(x, t_i) + \sqrt{\epsilon_i}\, z,\qquad
+              \epsilon_i = \texttt{step\_lr}\cdot\sigma_i^2/\sigma_L^2 .
+
+    Needs a variance-exploding SDE (:math:`\alpha_t = 1`, ``sde.is_variance_exploding()``): the
+    ladder is of pure noise levels. For VP / sub-VP use ``pc(predictor="none")``.
+    NCSN keeps the noise of the last update (``final_noise=True``); NCSNv2's final denoising is
+    ``denoise=True``. NFE = steps * n_steps_each (+1 with ``denoise``).
+    """
+    if not sde.is_variance_exploding():
+        raise ValueError(
+            f"annealed_langevin needs a variance-exploding SDE (alpha_t = 1, a pure noise ladder: "
+            f"sde.is_variance_exploding() must be True), got {type(sde).__name__} whose drift is not zero "
+            f"(or depends on traced parameters). Use pc(..., predictor='none') for VP / sub-VP SDEs."
+        )
+    n_steps_each = _core.check_steps(n_steps_each, name="n_steps_each")
+    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+    _, sigma_last = sde.marginal_coefs(ts[-1])
+    data_shape = shape[1:]
+
+    def body(carry, n):
+        (x,) = carry
+        t = ts[n + 1]
+        _, sigma = sde.marginal_coefs(t)
+        eps = step_lr * (sigma / sigma_last) ** 2
+        last_level = n == steps - 1
+        drop_last_noise = jnp.logical_and(last_level, not final_noise)
+
+        def update(j, x):
+            z = _core.step_normal(keys, n, data_shape, sub=j)
+            z = z * jnp.where(jnp.logical_and(drop_last_noise, j == n_steps_each - 1), 0.0, 1.0)
+            return x + 0.5 * eps * call_score(score_fn, x, t) + jnp.sqrt(eps) * z
+
+        x = jax.lax.fori_loop(0, n_steps_each, update, x)
+        return (x,)
+
+    (x,), traj = _core.scan_steps(body, (x0,), steps, return_trajectory)
+    return _core.finish(x, x0, traj, ts, steps * n_steps_each, score_fn, sde, denoise, return_info, return_trajectory)

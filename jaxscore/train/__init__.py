@@ -1,0 +1,56 @@
+"""Training: state, pure step, data-parallel wrappers, orbax checkpoints, the loop.
+
+Layering: this package depends only on jax/optax/orbax/flax.struct; it takes a
+``loss_fn(params, key, batch) -> (loss, aux)`` and plain pytrees, never a model or SDE.
+"""
+
+from jaxscore.train.checkpoint import (
+    CheckpointFallbackWarning,
+    Checkpointer,
+    CheckpointStructureError,
+    ConfigMismatchError,
+    CorruptCheckpointError,
+    check_config,
+    fingerprint,
+)
+from jaxscore.train.logging import MetricsWriter, read_metrics
+from jaxscore.train.loop import Hook, NonFiniteError, TrainResult, default_config, train
+from jaxscore.train.parallel import MODES, Parallel, make_parallel, maybe_initialize_distributed
+from jaxscore.train.state import (
+    TrainState,
+    create_train_state,
+    ema_rate_from_config,
+    ema_update,
+    make_lr_schedule,
+    make_optimizer,
+)
+from jaxscore.train.step import multi_step, train_step
+
+__all__ = [
+    "MODES",
+    "CheckpointFallbackWarning",
+    "CheckpointStructureError",
+    "Checkpointer",
+    "ConfigMismatchError",
+    "CorruptCheckpointError",
+    "Hook",
+    "MetricsWriter",
+    "NonFiniteError",
+    "Parallel",
+    "TrainResult",
+    "TrainState",
+    "check_config",
+    "create_train_state",
+    "default_config",
+    "ema_rate_from_config",
+    "ema_update",
+    "fingerprint",
+    "make_lr_schedule",
+    "make_optimizer",
+    "make_parallel",
+    "maybe_initialize_distributed",
+    "multi_step",
+    "read_metrics",
+    "train",
+    "train_step",
+]

@@ -1,0 +1,173 @@
+"""Training state, optimizer and EMA.
+
+``TrainState`` is a plain pytree (a ``flax.struct`` dataclass) holding everything a
+run needs to continue bit-for-bit after a restart:
+
+- ``step``: int32 scalar, the number of optimizer steps taken (also the data position,
+  since batches are a pure function of ``(seed, step)``);
+- ``params``: the model parameters being optimized;
+- ``ema_params``: exponential moving average of ``params`` (used for sampling);
+- ``opt_state``: the optax state;
+- ``key``: the run's PRNG key stored as raw ``uint32`` key data (``jax.random.key_data``),
+  so it checkpoints like any array. Step ``n`` uses ``fold_in(key, n)``; the stored key
+  never changes.
+
+The optimizer follows score_sde's defaults: Adam (beta1 0.9, beta2 0.999, eps 1e-8),
+learning rate 2e-4 with a linear warmup over 5000 steps, gradient clipping at global
+norm 1.0, EMA rate 0.9999.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxscore.train._config import cfg_get
+
+# score_sde defaults (configs/default_*_configs.py: optim.*, model.ema_rate).
+DEFAULT_OPTIM = {
+    "optimizer": "adam",
+    "lr": 2e-4,
+    "warmup": 5000,
+    "grad_clip": 1.0,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-8,
+    "weight_decay": 0.0,
+    "ema_rate": 0.9999,
+}
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that evolves during training; a pytree (see module docstring).
+
+    Shapes: ``step`` [] int32, ``key`` [2] uint32 (threefry key data), others as the model.
+    """
+
+    step: jax.Array
+    params: Any
+    ema_params: Any
+    opt_state: Any
+    key: jax.Array
+
+    @property
+    def prng_key(self) -> jax.Array:
+        """The stored key as a typed PRNG key (``jax.random.wrap_key_data(self.key)``)."""
+        return jax.random.wrap_key_data(self.key)
+
+
+def key_to_data(key) -> jax.Array:
+    """Raw ``uint32`` key data of ``key`` (a typed key or a legacy ``uint32[2]`` key)."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    if key.dtype != jnp.uint32 or key.shape != (2,):
+        raise TypeError(
+            "key: expected a typed PRNG key (jax.random.key) or raw uint32[2] key data "
+            f"(jax.random.PRNGKey), got dtype {key.dtype} shape {tuple(key.shape)}."
+        )
+    return key
+
+
+def create_train_state(key, params, tx: optax.GradientTransformation) -> TrainState:
+    """Fresh state at step 0: ``ema_params = params``, ``opt_state = tx.init(params)``.
+
+    ``key`` is the run's training key (typed or raw); it is stored as ``uint32`` data.
+    ``params`` are copied (twice: params and EMA) so donating the state to a compiled step
+    never invalidates the caller's arrays.
+    """
+    params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=jax.tree.map(lambda x: jnp.array(x, copy=True), params),
+        opt_state=tx.init(params),
+        key=key_to_data(key),
+    )
+
+
+def ema_update(ema_params, params, rate):
+    """``ema <- rate * ema + (1 - rate) * params`` leaf by leaf (pure; ``rate`` in [0, 1])."""
+    rate = jnp.asarray(rate, jnp.float32)
+    return jax.tree.map(
+        lambda e, p: (rate * e + (1.0 - rate) * p).astype(e.dtype), ema_params, params
+    )
+
+
+def _optim_value(config, name):
+    # Accept a full config (with an ``optim`` section) or the optim section itself.
+    for path in (f"optim.{name}", name):
+        value = cfg_get(config, path, None)
+        if value is not None and not hasattr(value, "keys"):
+            return value
+    if name == "ema_rate":  # score_sde keeps it under model.ema_rate
+        value = cfg_get(config, "model.ema_rate", None)
+        if value is not None:
+            return value
+    return DEFAULT_OPTIM[name]
+
+
+def optim_settings(config=None, **overrides) -> dict:
+    """Resolved optimizer settings: score_sde defaults < ``config.optim`` < ``overrides``."""
+    out = {name: _optim_value(config, name) for name in DEFAULT_OPTIM}
+    unknown = set(overrides) - set(DEFAULT_OPTIM)
+    if unknown:
+        raise TypeError(
+            f"make_optimizer: unknown setting(s) {sorted(unknown)}; expected some of {sorted(DEFAULT_OPTIM)}."
+        )
+    out.update(overrides)
+    return out
+
+
+def make_lr_schedule(config=None, **overrides) -> optax.Schedule:
+    """Learning rate at optimizer step ``n``: ``lr * min(n / warmup, 1)`` (``lr`` if warmup is 0).
+
+    Matches score_sde's ``optimization_manager`` (the first update, at ``n = 0``, has rate 0).
+    """
+    s = optim_settings(config, **overrides)
+    lr, warmup = float(s["lr"]), int(s["warmup"])
+    if warmup < 0:
+        raise ValueError(f"optim.warmup: expected >= 0 steps, got {warmup}.")
+    if warmup == 0:
+        return optax.constant_schedule(lr)
+    return optax.linear_schedule(init_value=0.0, end_value=lr, transition_steps=warmup)
+
+
+def make_optimizer(config=None, **overrides) -> optax.GradientTransformation:
+    """Adam(W) with linear warmup and global-norm clipping, from ``config.optim``.
+
+    Update: ``g <- g * min(1, grad_clip / ||g||_2)`` (skipped if ``grad_clip <= 0``), then
+    Adam(beta1, beta2, eps) scaled by ``-lr_schedule(n)``; decoupled weight decay when
+    ``optimizer == "adamw"`` or ``weight_decay > 0``. Settings: score_sde defaults
+    (``DEFAULT_OPTIM``) overridden by ``config.optim.*`` then keyword ``overrides``.
+    The EMA rate is not part of the transformation (see ``ema_update``).
+    """
+    s = optim_settings(config, **overrides)
+    name = str(s["optimizer"]).lower()
+    if name not in ("adam", "adamw"):
+        raise ValueError(f"optim.optimizer: expected 'adam' or 'adamw', got {s['optimizer']!r}.")
+    schedule = make_lr_schedule(config, **overrides)
+    chain = []
+    if float(s["grad_clip"]) > 0:
+        chain.append(optax.clip_by_global_norm(float(s["grad_clip"])))
+    wd = float(s["weight_decay"])
+    if name == "adamw" or wd > 0:
+        chain.append(
+            optax.adamw(schedule, b1=float(s["beta1"]), b2=float(s["beta2"]), eps=float(s["eps"]), weight_decay=wd)
+        )
+    else:
+        chain.append(optax.adam(schedule, b1=float(s["beta1"]), b2=float(s["beta2"]), eps=float(s["eps"])))
+    return optax.chain(*chain)
+
+
+def ema_rate_from_config(config=None) -> float:
+    """``config.optim.ema_rate`` (or score_sde's ``config.model.ema_rate``), default 0.9999."""
+    rate = float(_optim_value(config, "ema_rate"))
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"optim.ema_rate: expected a value in [0, 1], got {rate}.")
+    return rate

@@ -1,0 +1,149 @@
+"""The pure training step and its ``lax.scan`` multi-step form.
+
+``train_step`` knows nothing of devices: data parallelism wraps it (see ``parallel.py``),
+passing ``axis_name`` so gradients are averaged with ``lax.pmean`` across replicas.
+
+Randomness: step ``n`` draws from ``k_n = fold_in(key, n)`` (``key`` = ``state.key``), so a
+run's numbers do not depend on how steps are grouped into compiled calls, nor on where a
+run was interrupted and resumed. Under ``axis_name`` each replica further folds in its
+``lax.axis_index`` so replicas draw independent noise for their slice of the batch.
+
+Non-finite guard: if the loss or any gradient entry is NaN/Inf (after the cross-replica
+mean, so every replica agrees), the update is skipped: params, EMA and optimizer state
+stay as they were, ``step`` still increments (the bad batch is consumed, not retried) and
+``metrics["skipped"] = 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from jaxscore.train.state import TrainState, ema_update
+
+LossFn = Callable[[Any, jax.Array, Any], Any]  # (params, key, batch) -> loss | (loss, aux)
+
+
+def _as_loss_and_aux(loss_fn: LossFn) -> Callable:
+    def wrapped(params, key, batch):
+        out = loss_fn(params, key, batch)
+        if isinstance(out, tuple):
+            if len(out) != 2 or not isinstance(out[1], Mapping):
+                raise TypeError(
+                    "loss_fn: expected it to return a scalar loss or (loss, aux_dict), got a "
+                    f"tuple of length {len(out)} with types {[type(o).__name__ for o in out]}."
+                )
+            loss, aux = out
+        else:
+            loss, aux = out, {}
+        loss = jnp.asarray(loss)
+        if loss.shape != ():
+            raise ValueError(f"loss_fn: expected a scalar loss, got shape {tuple(loss.shape)}.")
+        if not jnp.issubdtype(loss.dtype, jnp.floating):
+            raise TypeError(f"loss_fn: expected a floating-point loss, got dtype {loss.dtype}.")
+        return loss, dict(aux)
+
+    return wrapped
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def step_key(state: TrainState, axis_name=None) -> jax.Array:
+    """Typed key for the step about to run: ``fold_in(key, step)`` (then ``axis_index``)."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+    if axis_name is not None:
+        key = jax.random.fold_in(key, lax.axis_index(axis_name))
+    return key
+
+
+def train_step(
+    state: TrainState,
+    batch: Any,
+    *,
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    ema_rate: float,
+    axis_name=None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on ``batch`` (a pytree of arrays; this replica's slice under pmap).
+
+    ``(loss, aux), g = value_and_grad(loss_fn)(params, k_n, batch)``; with ``axis_name``,
+    ``loss, aux, g <- pmean(loss, aux, g)``. If all finite:
+    ``updates, opt_state = tx.update(g, opt_state, params)``; ``params += updates``;
+    ``ema = ema_rate * ema + (1 - ema_rate) * params``. Otherwise nothing but ``step`` changes.
+
+    ``loss_fn(params, key, batch)`` returns a scalar loss or ``(loss, aux)`` with ``aux`` a
+    dict of scalars. Returns ``(new_state, metrics)`` with metrics ``loss``, ``grad_norm``
+    (global L2 norm of the averaged gradient, before clipping), ``skipped`` (int32 0/1) and
+    every ``aux`` entry — scalars.
+    """
+    wrapped = _as_loss_and_aux(loss_fn)
+    key = step_key(state, axis_name)
+    (loss, aux), grads = jax.value_and_grad(wrapped, has_aux=True)(state.params, key, batch)
+    if axis_name is not None:
+        loss, aux, grads = lax.pmean((loss, aux, grads), axis_name)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+
+    def apply(operand):
+        params, ema, opt_state, g = operand
+        updates, new_opt_state = tx.update(g, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        return new_params, ema_update(ema, new_params, ema_rate), new_opt_state
+
+    def skip(operand):
+        params, ema, opt_state, _ = operand
+        return params, ema, opt_state
+
+    params, ema_params, opt_state = lax.cond(
+        finite, apply, skip, (state.params, state.ema_params, state.opt_state, grads)
+    )
+    new_state = state.replace(
+        step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
+    )
+    metrics = {
+        "loss": loss,
+        "grad_norm": optax.tree.norm(grads),
+        "skipped": jnp.logical_not(finite).astype(jnp.int32),
+    }
+    for name, value in aux.items():
+        if name in metrics:
+            raise ValueError(f"loss_fn aux: key {name!r} clashes with a built-in metric {sorted(metrics)}.")
+        metrics[name] = jnp.asarray(value)
+    return new_state, metrics
+
+
+def multi_step(
+    state: TrainState,
+    batches: Any,
+    *,
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    ema_rate: float,
+    axis_name=None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """``K`` consecutive ``train_step`` calls via ``lax.scan`` over the leading ``[K]`` axis.
+
+    ``batches``: the per-step batches stacked on a new leading axis (every leaf ``[K, B, ...]``).
+    Returns the state after ``K`` steps and metrics stacked to shape ``[K]``.
+    """
+    leaves = jax.tree.leaves(batches)
+    if not leaves:
+        raise ValueError("multi_step: batches is empty; expected a pytree of [K, B, ...] arrays.")
+    ks = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}
+    if len(ks) != 1 or None in ks:
+        raise ValueError(
+            f"multi_step: expected every batch leaf to have the same leading [K] axis, got leading sizes {ks}."
+        )
+
+    def body(carry, batch):
+        return train_step(carry, batch, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, axis_name=axis_name)
+
+    return lax.scan(body, state, batches)

@@ -1,0 +1,555 @@
+"""Training system: optimizer/EMA math, the pure step, parallel modes, checkpoints, the loop.
+
+Runs on the 8 fake CPU devices set by conftest. Subprocess tests (kill -9, SIGTERM) use
+tests/train_worker.py.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import train_worker
+from jaxscore.train import (
+    CheckpointFallbackWarning,
+    Checkpointer,
+    CheckpointStructureError,
+    ConfigMismatchError,
+    Hook,
+    NonFiniteError,
+    create_train_state,
+    ema_update,
+    make_lr_schedule,
+    make_optimizer,
+    make_parallel,
+    multi_step,
+    read_metrics,
+    train,
+    train_step,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO, "tests", "train_worker.py")
+
+INIT_FN, LOSS_FN, MAKE_BATCH_FN = train_worker.problem()
+BATCH_FN = MAKE_BATCH_FN()
+# One optimizer object for every run: compiled steps are cached on (loss_fn, tx) identity,
+# so the loop tests compile each (mode, K) once. Settings = train_worker.make_config()'s.
+TX = make_optimizer(train_worker.make_config())
+
+
+def tree_equal(a, b) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+def max_rel_err(a, b) -> float:
+    """max over leaves of ||a - b|| / ||b|| (leaf-wise relative L2 error)."""
+    errs = []
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        errs.append(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
+    return max(errs)
+
+
+def stacked_batches(start, k, batch_fn=BATCH_FN):
+    bs = [batch_fn(s) for s in range(start, start + k)]
+    return jax.tree.map(lambda *xs: np.stack(xs), *bs)
+
+
+# ---------------------------------------------------------------- optimizer / EMA
+
+
+def test_optimizer_matches_hand_written_clipped_adam_with_warmup():
+    """make_optimizer == clip_by_global_norm(1) -> Adam(0.9, 0.999, 1e-8) at lr*min(n/warmup, 1)."""
+    lr, warmup, clip = 0.1, 4, 1.0
+    tx = make_optimizer({"optim": {"lr": lr, "warmup": warmup, "grad_clip": clip}})
+    rng = np.random.default_rng(0)
+    p = {"w": rng.normal(size=(3,)).astype(np.float32), "b": rng.normal(size=(2, 2)).astype(np.float32)}
+    state = tx.init(p)
+    update = jax.jit(tx.update)
+    m = jax.tree.map(np.zeros_like, p)
+    v = jax.tree.map(np.zeros_like, p)
+    ref = jax.tree.map(np.array, p)
+    for n in range(6):
+        g = jax.tree.map(lambda x: (rng.normal(size=x.shape) * 3).astype(np.float32), p)
+        upd, state = update(g, state, p)
+        p = optax.apply_updates(p, upd)
+        # reference, float64
+        norm = np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(g)))
+        g64 = jax.tree.map(lambda x: np.asarray(x, np.float64) * min(1.0, clip / norm), g)
+        m = jax.tree.map(lambda a, b: 0.9 * a + 0.1 * b, m, g64)
+        v = jax.tree.map(lambda a, b: 0.999 * a + 0.001 * b * b, v, g64)
+        rate = lr * min(n / warmup, 1.0)
+        ref = jax.tree.map(
+            lambda r, a, b: r - rate * (a / (1 - 0.9 ** (n + 1))) / (np.sqrt(b / (1 - 0.999 ** (n + 1))) + 1e-8),
+            ref,
+            m,
+            v,
+        )
+        assert max_rel_err(p, ref) < 1e-5
+    # score_sde defaults
+    sched = make_lr_schedule(None)
+    assert float(sched(0)) == 0.0
+    np.testing.assert_allclose(float(sched(2500)), 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(float(sched(10**6)), 2e-4, rtol=1e-6)
+    assert float(make_lr_schedule(None, warmup=0)(0)) == pytest.approx(2e-4)
+
+
+def test_optimizer_rejects_unknown_settings():
+    with pytest.raises(TypeError, match="unknown setting"):
+        make_optimizer(learning_rate=1.0)
+    with pytest.raises(ValueError, match="optim.optimizer"):
+        make_optimizer({"optim": {"optimizer": "sgd"}})
+
+
+def test_ema_update_closed_form():
+    """n updates toward constant p: ema_n = r^n ema_0 + (1 - r^n) p."""
+    r, n = 0.9, 7
+    e0, p = {"a": jnp.array([1.0, -2.0])}, {"a": jnp.array([3.0, 0.5])}
+    e = e0
+    for _ in range(n):
+        e = ema_update(e, p, r)
+    np.testing.assert_allclose(e["a"], r**n * e0["a"] + (1 - r**n) * p["a"], rtol=1e-6)
+
+
+# ---------------------------------------------------------------- the pure step
+
+
+@pytest.fixture(scope="module")
+def state0():
+    return jax.jit(lambda: create_train_state(jax.random.key(1), INIT_FN(jax.random.key(0)), TX))(), TX
+
+
+def _single(loss_fn=LOSS_FN):
+    """The loop's own compiled single-device program (K from the batches' leading axis)."""
+    return make_parallel("single", loss_fn=loss_fn, tx=TX, ema_rate=0.9)
+
+
+def test_train_step_uses_fold_in_key_and_updates_ema(state0):
+    state, tx = state0
+
+    def loss_fn(params, key, batch):
+        u = jax.random.uniform(key)
+        return jnp.sum(params["params"]["Dense_1"]["bias"]) * u, {"u": u}
+
+    step = jax.jit(lambda s, b: train_step(s, b, loss_fn=loss_fn, tx=tx, ema_rate=0.5))
+    s1, m1 = step(state, BATCH_FN(0))
+    s2, m2 = step(s1, BATCH_FN(1))
+    base = jax.random.wrap_key_data(state.key)
+    assert float(m1["u"]) == float(jax.random.uniform(jax.random.fold_in(base, 0)))
+    assert float(m2["u"]) == float(jax.random.uniform(jax.random.fold_in(base, 1)))
+    assert int(s2.step) == 2 and int(m2["skipped"]) == 0
+    # ema_2 = 0.5 * ema_1 + 0.5 * params_2, ema_1 = 0.5 * params_0 + 0.5 * params_1
+    expect = jax.tree.map(lambda p0, p1, p2: 0.25 * p0 + 0.25 * p1 + 0.5 * p2, state.params, s1.params, s2.params)
+    assert max_rel_err(s2.ema_params, expect) < 1e-6
+
+
+def test_multi_step_equals_repeated_train_step(state0):
+    """K steps in one lax.scan call == K calls of one step (step keys depend only on step)."""
+    state, _ = state0
+    par = _single()
+    s = par.put_state(state)  # a copy: the step donates its input
+    for i in range(4):
+        s, _ = par.step(s, par.put_batches(stacked_batches(i, 1)))
+    sk, mk = par.step(par.put_state(state), par.put_batches(stacked_batches(0, 4)))
+    assert mk["loss"].shape == (4,)
+    # a scan body vs top-level ops: XLA may fuse differently -> a few ulps at most
+    assert max_rel_err(sk.params, s.params) < 1e-6
+    assert int(sk.step) == 4
+
+
+def test_nonfinite_step_is_skipped(state0):
+    state, _ = state0
+    par = _single()
+    s1, _ = par.step(par.put_state(state), par.put_batches(stacked_batches(0, 1)))
+    bad = stacked_batches(1, 1)
+    bad["x"][0, 3, 0] = np.nan
+    s1 = jax.tree.map(np.asarray, s1)  # keep a host copy: the next call donates s1
+    s2, m2 = par.step(par.put_state(s1), par.put_batches(bad))
+    assert int(m2["skipped"][0]) == 1 and not np.isfinite(float(m2["loss"][0]))
+    assert int(s2.step) == int(s1.step) + 1
+    assert tree_equal(s2.params, s1.params)
+    assert tree_equal(s2.ema_params, s1.ema_params)
+    assert tree_equal(s2.opt_state, s1.opt_state)
+    s2 = jax.tree.map(np.asarray, s2)
+    s3, m3 = par.step(par.put_state(s2), par.put_batches(stacked_batches(2, 1)))
+    assert int(m3["skipped"][0]) == 0 and not tree_equal(s3.params, s2.params)
+
+
+def test_loss_fn_contract_errors(state0):
+    state, tx = state0
+    with pytest.raises(ValueError, match="scalar loss"):
+        train_step(state, BATCH_FN(0), loss_fn=lambda p, k, b: b["x"], tx=tx, ema_rate=0.9)
+    with pytest.raises(TypeError, match=r"\(loss, aux_dict\)"):
+        train_step(state, BATCH_FN(0), loss_fn=lambda p, k, b: (1.0, 2.0, 3.0), tx=tx, ema_rate=0.9)
+    with pytest.raises(ValueError, match="leading"):
+        multi_step(state, {"x": np.zeros((2, 8, 3)), "y": np.zeros((3, 8, 3))}, loss_fn=LOSS_FN, tx=tx, ema_rate=0.9)
+
+
+# ---------------------------------------------------------------- parallel modes
+
+
+def _apply(params, x):
+    # the worker's MLP: Dense(16) -> silu -> Dense(3)
+    p = params["params"]
+    h = jax.nn.silu(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+    return h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+
+
+def _det_loss(params, key, batch):
+    """Deterministic given the batch (noise pre-drawn into it); aux u = uniform(step key)."""
+    loss = jnp.mean((_apply(params, batch["x"] + 0.1 * batch["n"]) - batch["y"]) ** 2)
+    return loss, {"u": jax.random.uniform(key)}
+
+
+def test_pmap_and_sharded_match_single_device(state0):
+    """Same global batch of 16 on 8 devices: params agree with one device to 1e-5 relative.
+
+    The math is identical; only float32 summation order differs (per-device partial means
+    + all-reduce vs one reduction), each op contributing ~1e-7 relative error, amplified
+    mildly over 6 Adam steps -> 1e-5 relative tolerance (observed ~1e-6).
+    Also: pmap replica d draws from fold_in(fold_in(key, step), d) (logged aux = their mean),
+    sharded draws exactly the single-device key; an Inf on one replica skips the step on all.
+    """
+    state, tx = state0
+    rng = np.random.default_rng(3)
+    batches = [{k: rng.normal(size=(3, 16, 3)).astype(np.float32) for k in ("x", "y", "n")} for _ in range(2)]
+    batches[1]["x"][1, 5, 1] = np.inf  # step 4, row 5: lands on device 2 of 8
+    k_base = jax.random.wrap_key_data(state.key)
+    step_keys = [jax.random.fold_in(k_base, n) for n in range(6)]
+    results = {}
+    for mode in ("single", "pmap", "sharded"):
+        par = make_parallel(mode, loss_fn=_det_loss, tx=tx, ema_rate=0.9)
+        st = par.put_state(state)
+        ms = []
+        for b in batches:
+            st, m = par.step(st, par.put_batches(b))
+            ms.append(par.fetch_metrics(m))
+        skipped = np.concatenate([m["skipped"] for m in ms])
+        assert skipped.tolist() == [0, 0, 0, 0, 1, 0], mode
+        if mode == "pmap":  # replicas stayed identical (all skipped the same step)
+            for leaf in jax.tree.leaves(st):
+                shards = [np.asarray(sh.data) for sh in leaf.addressable_shards]
+                assert all(np.array_equal(shards[0], x) for x in shards[1:])
+            expect = [np.mean([float(jax.random.uniform(jax.random.fold_in(k, d))) for d in range(8)]) for k in step_keys]
+        else:
+            expect = [float(jax.random.uniform(k)) for k in step_keys]
+        np.testing.assert_allclose(np.concatenate([m["u"] for m in ms]), expect, rtol=1e-6, err_msg=mode)
+        results[mode] = par.unreplicate(st)
+    ref = results["single"]
+    assert int(ref.step) == 6
+    for mode in ("pmap", "sharded"):
+        got = results[mode]
+        assert int(got.step) == 6
+        assert max_rel_err(got.params, ref.params) < 1e-5, mode
+        assert max_rel_err(got.ema_params, ref.ema_params) < 1e-5, mode
+        assert max_rel_err(got.opt_state, ref.opt_state) < 1e-5, mode
+
+
+def test_batch_size_must_divide_devices(state0):
+    state, tx = state0
+    par = make_parallel("sharded", loss_fn=_det_loss, tx=tx, ema_rate=0.9)
+    assert par.local_batch_size(16) == 16
+    with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+        par.local_batch_size(12)
+    with pytest.raises(ValueError, match="training.mode"):
+        make_parallel("dp", loss_fn=_det_loss, tx=tx, ema_rate=0.9)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _small_state(value: float):
+    tx = make_optimizer(lr=1e-3, warmup=0)
+    params = {"a": jnp.full((3, 4), value), "b": {"c": jnp.arange(5.0) + value}}
+    return create_train_state(jax.random.key(0), params, tx)
+
+
+def test_checkpoint_retention_and_exact_roundtrip(tmp_path):
+    ck = Checkpointer(tmp_path, save_every=2, keep_last=2, keep_every=4)
+    states = {}
+    for s in range(1, 11):
+        st = _small_state(float(s)).replace(step=jnp.int32(s))
+        states[s] = st
+        ck.maybe_save(s, st, config={"x": 1})
+    ck.wait()
+    assert ck.all_steps() == [4, 8, 10]  # last 2 of {2,4,6,8,10} + multiples of 4
+    abstract = jax.eval_shape(lambda: states[10])
+    got, meta = ck.restore_latest(abstract)
+    assert tree_equal(got, states[10]) and meta["data_position"] == 10 and meta["config"] == {"x": 1}
+    got4, _ = ck.restore(4, abstract)
+    assert tree_equal(got4, states[4])
+    ck.close()
+
+
+def _corrupt_garbage(step_dir):
+    for f in glob.glob(os.path.join(step_dir, "state", "**"), recursive=True):
+        if os.path.isfile(f):
+            with open(f, "wb") as fh:
+                fh.write(b"\x00garbage")
+
+
+def _corrupt_partial(step_dir):
+    import shutil
+
+    shutil.rmtree(os.path.join(step_dir, "state", "d"))  # the array data chunks
+
+
+def _corrupt_fingerprint(step_dir):
+    """Stands in for silently flipped bytes: the stored checksums no longer match the data."""
+    path = os.path.join(step_dir, "meta", "metadata")
+    with open(path) as f:
+        meta = json.load(f)
+    meta["fingerprint"][0][0] = (meta["fingerprint"][0][0] + 1) % 2**32
+    with open(path, "w") as f:
+        json.dump(meta, f)
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_garbage, _corrupt_partial, _corrupt_fingerprint])
+def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, corrupt):
+    ck = Checkpointer(tmp_path, save_every=1, keep_last=3, async_save=False)
+    for s in (1, 2, 3):
+        ck.save(s, _small_state(float(s)).replace(step=jnp.int32(s)))
+    ck.close()
+    corrupt(os.path.join(tmp_path, "checkpoints", "3"))
+    ck = Checkpointer(tmp_path, save_every=1)
+    abstract = jax.eval_shape(lambda: _small_state(0.0))
+    with pytest.warns(CheckpointFallbackWarning, match="step 3"):
+        got, meta = ck.restore_latest(abstract)
+    assert meta["step"] == 2 and tree_equal(got, _small_state(2.0).replace(step=jnp.int32(2)))
+    assert ck.all_steps() == [1, 2]  # step 3 moved aside, so it can be re-saved
+    assert os.listdir(os.path.join(tmp_path, "corrupt_checkpoints"))[0].startswith("3-")
+    ck.save(3, _small_state(3.0))
+    ck.close()
+
+
+def test_structure_change_is_an_error_not_a_fallback(tmp_path):
+    ck = Checkpointer(tmp_path, save_every=1, async_save=False)
+    ck.save(1, _small_state(1.0))
+    other = create_train_state(jax.random.key(0), {"a": jnp.zeros((3, 5))}, make_optimizer())
+    with pytest.raises(CheckpointStructureError, match="does not fit"):
+        ck.restore_latest(jax.eval_shape(lambda: other))
+    assert ck.all_steps() == [1]
+    ck.close()
+
+
+def test_unfinished_tmp_checkpoint_is_ignored_and_cleaned(tmp_path):
+    """Orbax commits by renaming <step>.orbax-checkpoint-tmp-<ts> -> <step>; a leftover tmp dir
+    (a save killed mid-write) is not a step and is removed when the next manager opens."""
+    ck = Checkpointer(tmp_path, save_every=1, async_save=False)
+    ck.save(1, _small_state(1.0))
+    ck.close()
+    tmp = os.path.join(tmp_path, "checkpoints", "2.orbax-checkpoint-tmp-1234")
+    os.makedirs(os.path.join(tmp, "state"))
+    with open(os.path.join(tmp, "state", "manifest.ocdbt"), "wb") as f:
+        f.write(b"half written")
+    ck = Checkpointer(tmp_path, save_every=1)
+    assert ck.all_steps() == [1]
+    got, meta = ck.restore_latest(jax.eval_shape(lambda: _small_state(0.0)))
+    assert meta["step"] == 1
+    ck.close()
+    assert not os.path.exists(tmp)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _train(workdir, batch_fn=BATCH_FN, eval_fns=(), allow_config_change=False, **training):
+    cfg = train_worker.make_config(**training)
+    return train(
+        cfg,
+        workdir,
+        init_fn=INIT_FN,
+        loss_fn=LOSS_FN,
+        batch_fn=batch_fn,
+        eval_fns=eval_fns,
+        allow_config_change=allow_config_change,
+        tx=TX,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """Uninterrupted 12-step single-device run (checkpoint every 5, log every 2)."""
+    wd = tmp_path_factory.mktemp("ref")
+    calls = []
+    hook = Hook(fn=lambda st, s: calls.append((s, int(st.step))) or {"ema_norm": optax.tree.norm(st.ema_params)},
+                every=4, name="h")
+    res = _train(wd, n_iters=12, eval_fns=[hook])
+    return wd, res, calls
+
+
+def test_loop_logs_hooks_and_checkpoints(reference_run):
+    wd, res, calls = reference_run
+    assert res.step == 12 and not res.preempted and res.resumed_from is None
+    assert calls == [(4, 4), (8, 8), (12, 12)]
+    recs = read_metrics(os.path.join(wd, "metrics.jsonl"))
+    train_steps = [r["step"] for r in recs if "loss" in r]
+    assert train_steps == [2, 4, 6, 8, 10, 12]
+    assert all(np.isfinite(r["loss"]) and r["skipped"] == 0 for r in recs if "loss" in r)
+    assert [r["step"] for r in recs if "h/ema_norm" in r] == [4, 8, 12]
+    assert sorted(int(d) for d in os.listdir(os.path.join(wd, "checkpoints"))) == [10, 12]
+    assert glob.glob(os.path.join(wd, "tb", "events.out.tfevents.*"))
+    with open(os.path.join(wd, "config.json")) as f:
+        assert json.load(f)["training"]["n_iters"] == 12
+
+
+def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, reference_run):
+    """A run that dies at step 8 (exception mid-run) and is restarted ends bit-identical."""
+    _, ref, _ = reference_run
+
+    class Boom(Exception):
+        pass
+
+    def dying(step):
+        if step == 8:
+            raise Boom
+        return BATCH_FN(step)
+
+    with pytest.raises(Boom):
+        _train(tmp_path, batch_fn=dying, n_iters=12)
+    res = _train(tmp_path, n_iters=12)
+    assert res.resumed_from == 5 and res.step == 12
+    assert tree_equal(res.state.params, ref.state.params)
+    assert tree_equal(res.state.ema_params, ref.state.ema_params)
+    steps = [r["step"] for r in read_metrics(os.path.join(tmp_path, "metrics.jsonl"))]
+    assert steps == sorted(set(steps))  # the redone steps were not logged twice
+
+
+def test_grouping_and_mode_do_not_change_the_result(tmp_path, reference_run):
+    """steps_per_call=4 in sharded mode on 8 devices ~= 1 step per call on one device."""
+    _, ref, _ = reference_run
+    res = _train(tmp_path, n_iters=12, steps_per_call=4, checkpoint_every=4, mode="sharded")
+    assert res.step == 12
+    assert max_rel_err(res.state.params, ref.state.params) < 1e-5
+
+
+def test_resume_across_modes_and_extend_n_iters(tmp_path, reference_run):
+    """Checkpoint written in single mode, resumed in pmap mode with a larger n_iters."""
+    wd, ref, _ = reference_run
+    import shutil
+
+    shutil.copytree(os.path.join(wd, "checkpoints"), os.path.join(tmp_path, "checkpoints"))
+    res = _train(tmp_path, n_iters=14, mode="pmap")
+    assert res.resumed_from == 12 and res.step == 14
+    assert int(res.state.step) == 14 and not tree_equal(res.state.params, ref.state.params)
+
+
+def test_config_change_refused_unless_allowed(tmp_path):
+    _train(tmp_path, n_iters=4, checkpoint_every=2)
+    cfg = train_worker.make_config(n_iters=6)
+    cfg.optim.lr = 0.5
+    with pytest.raises(ConfigMismatchError, match=r"optim\.lr: saved 0\.01 -> new 0\.5"):
+        train(cfg, tmp_path, init_fn=INIT_FN, loss_fn=LOSS_FN, batch_fn=BATCH_FN)
+    with pytest.raises(ConfigMismatchError, match="training.batch_size"):
+        train(train_worker.make_config(n_iters=6, batch_size=16), tmp_path,
+              init_fn=INIT_FN, loss_fn=LOSS_FN, batch_fn=BATCH_FN)
+    cfg = train_worker.make_config(n_iters=6)
+    cfg.seed = 1
+    with pytest.warns(UserWarning, match="changed config"):
+        res = train(cfg, tmp_path, init_fn=INIT_FN, loss_fn=LOSS_FN, batch_fn=BATCH_FN, tx=TX,
+                    allow_config_change=True)
+    assert res.resumed_from == 4 and res.step == 6  # n_iters 4 -> 6 alone is resume-safe
+
+
+def test_corrupt_latest_checkpoint_resume_through_train(tmp_path):
+    _train(tmp_path, n_iters=6, checkpoint_every=3)
+    _corrupt_garbage(os.path.join(tmp_path, "checkpoints", "6"))
+    with pytest.warns(CheckpointFallbackWarning):
+        res = _train(tmp_path, n_iters=6, checkpoint_every=3)
+    assert res.resumed_from == 3 and res.step == 6
+
+
+def _nan_after(first_bad, last_bad=None):
+    def batch_fn(step):
+        b = BATCH_FN(step)
+        if step >= first_bad and (last_bad is None or step <= last_bad):
+            b = dict(b, x=np.full_like(b["x"], np.nan))
+        return b
+
+    return batch_fn
+
+
+def test_isolated_nonfinite_steps_are_skipped_and_counted(tmp_path):
+    res = _train(tmp_path, batch_fn=_nan_after(3, 4), n_iters=8, max_consecutive_nonfinite=3)
+    assert res.step == 8 and res.total_skipped == 2
+    recs = [r for r in read_metrics(os.path.join(tmp_path, "metrics.jsonl")) if "loss" in r]
+    assert [r["skipped"] for r in recs] == [0, 1, 1, 0]  # windows (0,1] (2,3]... of 2 steps
+    assert all(np.isfinite(r["loss"]) for r in recs)  # logged losses average finite steps
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(res.state.params))
+
+
+def test_consecutive_nonfinite_limit_stops_with_checkpoint_intact(tmp_path):
+    with pytest.raises(NonFiniteError, match=r"3 consecutive training steps \(7\.\.9\).*step 5.*intact"):
+        _train(tmp_path, batch_fn=_nan_after(7), n_iters=20, max_consecutive_nonfinite=3)
+    ck = Checkpointer(tmp_path)
+    assert ck.all_steps() == [5]
+    state, meta = ck.restore_latest(jax.eval_shape(lambda: create_train_state(
+        jax.random.key(0), INIT_FN(jax.random.key(0)), make_optimizer())))
+    assert meta["step"] == 5 and all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
+    ck.close()
+
+
+# ---------------------------------------------------------------- real signals (subprocesses)
+
+
+def _worker(workdir, *extra, timeout=240):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, WORKER, "--workdir", str(workdir), *map(str, extra)],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
+    )
+
+
+def _result(proc):
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, f"no RESULT line; rc={proc.returncode}\nstdout={proc.stdout[-2000:]}\nstderr={proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _params_npz(workdir):
+    with np.load(os.path.join(workdir, "final_params.npz")) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
+    """kill -9 right after the step-10 save was issued (the async write is usually still in
+    flight), rerun with the same workdir: final params equal an uninterrupted run exactly."""
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = _worker(ref_dir, "--n_iters", 20)
+    assert _result(ref)["step"] == 20
+    killed = _worker(run_dir, "--n_iters", 20, "--kill_at", 11, "--signal", "KILL")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    # atomicity: every directory named like a step is a complete, restorable checkpoint
+    names = os.listdir(run_dir / "checkpoints")
+    assert all(n.isdigit() or ".orbax-checkpoint-tmp" in n for n in names), names
+    resumed = _worker(run_dir, "--n_iters", 20)
+    r = _result(resumed)
+    assert r["step"] == 20 and r["resumed_from"] in (5, 10)
+    a, b = _params_npz(ref_dir), _params_npz(run_dir)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    proc = _worker(tmp_path, "--n_iters", 20, "--checkpoint_every", 100, "--kill_at", 7, "--signal", "TERM")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = _result(proc)
+    assert r["preempted"] and r["step"] == 7
+    ck = Checkpointer(tmp_path)
+    assert ck.all_steps() == [7]  # saved at the preemption step (cadence 100 alone would not)
+    ck.close()
+    r2 = _result(_worker(tmp_path, "--n_iters", 9, "--checkpoint_every", 100))
+    assert r2["resumed_from"] == 7 and r2["step"] == 9 and not r2["preempted"]
