@@ -9,20 +9,16 @@ per-example loss. All of them ``jit``, ``vmap`` (over keys, params or data) and 
 
 Two families, two conventions (each follows its reference paper / code):
 
-=============================  ==============================================================  ==========
-loss                           per-example objective                                           data axes
-=============================  ==============================================================  ==========
-:func:`explicit_score_matching` :math:`\tfrac12\|s(x) - \nabla\log p(x)\|^2`                     sum
-:func:`implicit_score_matching` :math:`\tfrac12\|s(x)\|^2 + \nabla\cdot s(x)` (Hyvärinen 2005)     sum
-:func:`sliced_score_matching`   :math:`v^\top\nabla_x(v^\top s) + \tfrac12 (v^\top s)^2` (Song 2019) sum
-:func:`dsm_loss`                :math:`\tfrac12\|\sigma s(x_0+\sigma\varepsilon) + \varepsilon\|^2` (Vincent 2011) sum
-:func:`multiscale_dsm_loss`     same with :math:`\sigma` drawn from a ladder (NCSN)             sum
-:func:`continuous_dsm_loss`     :math:`w(t)\|\sigma_t s(x_t,t) + \varepsilon\|^2` (score_sde)     mean
-:func:`eps_loss`                :math:`\|\hat\varepsilon(x_t,t) - \varepsilon\|^2` (DDPM simple) mean
-:func:`x0_loss`                 :math:`\|\hat x_0(x_t,t) - x_0\|^2`                               mean
-:func:`v_loss`                  :math:`\|\hat v(x_t,t) - v\|^2`, :math:`v=\alpha_t\varepsilon-\sigma_t x_0` mean
-:func:`edm_loss`                :math:`\lambda(\sigma)\|D(x_0+\sigma\varepsilon;\sigma) - x_0\|^2` (Karras 2022) mean
-=============================  ==============================================================  ==========
+* :func:`explicit_score_matching`: :math:`\tfrac12\|s(x) - \nabla\log p(x)\|^2` (sum over data axes);
+* :func:`implicit_score_matching`: :math:`\tfrac12\|s(x)\|^2 + \nabla\cdot s(x)` (Hyvärinen 2005; sum);
+* :func:`sliced_score_matching`: :math:`v^\top\nabla_x(v^\top s) + \tfrac12 (v^\top s)^2` (Song et al. 2019; sum);
+* :func:`dsm_loss`: :math:`\tfrac12\|\sigma s(x_0+\sigma\varepsilon) + \varepsilon\|^2` (Vincent 2011; sum);
+* :func:`multiscale_dsm_loss`: the same with :math:`\sigma` drawn from a ladder (NCSN; sum);
+* :func:`continuous_dsm_loss`: :math:`w(t)\|\sigma_t s(x_t,t) + \varepsilon\|^2` (score_sde; mean);
+* :func:`eps_loss`: :math:`\|\hat\varepsilon(x_t,t) - \varepsilon\|^2` (DDPM "simple"; mean);
+* :func:`x0_loss`: :math:`\|\hat x_0(x_t,t) - x_0\|^2` (mean);
+* :func:`v_loss`: :math:`\|\hat v(x_t,t) - v\|^2`, :math:`v=\alpha_t\varepsilon-\sigma_t x_0` (mean);
+* :func:`edm_loss`: :math:`\lambda(\sigma)\|D(x_0+\sigma\varepsilon;\sigma) - x_0\|^2` (Karras et al. 2022; mean).
 
 The classical family (first five) carries the :math:`\tfrac12` and sums over data axes,
 so :math:`\mathrm{ESM} = \mathrm{ISM} + \text{const}` and :math:`\mathrm{DSM}_\sigma = \mathrm{ESM}_{p_\sigma}

@@ -16,8 +16,8 @@ from jaxscore.data.toy import gaussian, ring_mixture
 from jaxscore.samplers import (
     GRIDS,
     available_samplers,
-    evals_per_step,
     get_sampler,
+    nfe_for_steps,
     sample,
     sample_in_batches,
     steps_for_nfe,
@@ -108,13 +108,16 @@ NFE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,opts", NFE_CASES[:5] + [NFE_CASES[6]])
+FAST_NFE = [2, 4, 6]
+
+
+@pytest.mark.parametrize("name,opts", [NFE_CASES[i] for i in FAST_NFE])
 def test_nfe_counts_score_calls(name, opts):
     _check_nfe(name, opts)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,opts", NFE_CASES[5:6] + NFE_CASES[7:])
+@pytest.mark.parametrize("name,opts", [c for i, c in enumerate(NFE_CASES) if i not in FAST_NFE])
 def test_nfe_counts_score_calls_all(name, opts):
     _check_nfe(name, opts)
 
@@ -128,9 +131,8 @@ def _check_nfe(name, opts):
     jax.block_until_ready(x)
     jax.effects_barrier()
     assert len(calls) == info["nfe"], (name, opts, len(calls), info["nfe"])
-    expected = steps * evals_per_step(name, **opts) + int(opts.get("denoise", False)) - int(
-        name in ("heun", "edm_stochastic") and opts.get("lower_order_final", False))
-    assert info["nfe"] == expected
+    assert info["nfe"] == nfe_for_steps(name, steps, **opts)
+    assert steps_for_nfe(name, info["nfe"], **opts) == steps
 
 
 def test_steps_for_nfe():
@@ -149,19 +151,20 @@ def _invariance(name):
     key = jax.random.PRNGKey(3)
     run = lambda b: sample(key, score_fn, sde, (b, 2), name, steps=3, **_small_opts(name))  # noqa: E731
     small, big = jax.jit(lambda: run(16))(), jax.jit(lambda: run(4096))()
-    # same noise per example: equal up to float round-off of batched arithmetic in score_fn
-    np.testing.assert_allclose(np.asarray(small), np.asarray(big[:16]), rtol=1e-5, atol=1e-5)
+    # same noise per example: equal up to float32 round-off of batched arithmetic in score_fn (seen up
+    # to ~1e-4 relative after the 1/alpha_T ~ 150 rescaling of EDM samplers); a different noise draw
+    # would change samples by O(0.1 - 1).
+    np.testing.assert_allclose(np.asarray(small), np.asarray(big[:16]), rtol=5e-4, atol=5e-4)
     # and not trivially: different examples differ
     assert np.min(np.abs(np.diff(np.asarray(small)[:, 0]))) > 0
 
 
-@pytest.mark.parametrize("name", ["euler_maruyama", "edm_stochastic", "dpmpp_2m"])
-def test_batch_size_invariance(name):
-    _invariance(name)
+def test_batch_size_invariance():
+    _invariance("euler_maruyama")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in FIXED_STEP if n not in ("euler_maruyama", "edm_stochastic", "dpmpp_2m")])
+@pytest.mark.parametrize("name", [n for n in FIXED_STEP if n != "euler_maruyama"])
 def test_batch_size_invariance_all(name):
     _invariance(name)
 
@@ -170,13 +173,14 @@ def test_sample_in_batches_equals_one_call():
     sde = VPSDE()
     score_fn = RING.score_fn(sde)
     key = jax.random.PRNGKey(7)
-    whole = sample(key, score_fn, sde, (20, 2), "euler_maruyama", steps=3)
+    whole = jax.jit(lambda k: sample(k, score_fn, sde, (20, 2), "euler_maruyama", steps=3))(key)
     batched = sample_in_batches(key, score_fn, sde, (8, 2), 20, "euler_maruyama", steps=3, progress=False)
     assert batched.shape == (20, 2)
     np.testing.assert_allclose(np.asarray(batched), np.asarray(whole), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["pc", "dpmpp_2m_sde", "ddim"])
+@pytest.mark.parametrize("name", ["pc", pytest.param("dpmpp_2m_sde", marks=pytest.mark.slow),
+                                  pytest.param("ddim", marks=pytest.mark.slow)])
 def test_reproducible_and_key_dependent(name):
     sde = VPSDE()
     score_fn = RING.score_fn(sde)
@@ -186,25 +190,25 @@ def test_reproducible_and_key_dependent(name):
     assert not np.allclose(np.asarray(a), np.asarray(c))
 
 
-def test_deterministic_samplers_use_no_noise_after_the_prior():
-    """A deterministic sampler is a function of x_T alone: its trajectory from the same prior draw is
-    unchanged under the per-step noise stream of a different example offset."""
+@pytest.mark.parametrize("name", ["dpmpp_2m", *[pytest.param(n, marks=pytest.mark.slow)
+                                               for n in ["ddim", "dpmpp_3m", "unipc", "heun", "pc"]]])
+def test_deterministic_samplers_ignore_the_key_given_x_init(name):
+    """From the same x_T (``x_init``) a deterministic sampler gives the same output for any key; a
+    stochastic one (pc) does not. The trajectory starts at x_T and ends at the returned sample."""
     sde = VPSDE()
     score_fn = RING.score_fn(sde)
-    for name in ["ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "heun"]:
-        _, info = sample(jax.random.PRNGKey(0), score_fn, sde, (8, 2), name, steps=3, return_info=True,
-                         return_trajectory=True)
-        traj = info["trajectory"]
-        assert traj.shape == (4, 8, 2)
-        # rerun from the same x_T with a different "noise" key: only x_T enters
-        fn = get_sampler(name)
-        out2 = fn(jax.random.PRNGKey(0), score_fn, sde, (8, 2), steps=3)
-        np.testing.assert_array_equal(np.asarray(traj[-1]), np.asarray(out2))
-    # stochastic: x_T equal for two offsets of the same examples, the results differ
-    f = lambda off: get_sampler("euler_maruyama")(jax.random.PRNGKey(0), score_fn, sde, (4, 2), steps=3,  # noqa: E731
-                                                  return_info=True, return_trajectory=True, example_offset=off)
-    (_, i0), (_, i1) = f(0), f(4)
-    assert not np.allclose(np.asarray(i0["trajectory"][0]), np.asarray(i1["trajectory"][0]))
+    x_T = jax.random.normal(jax.random.PRNGKey(9), (8, 2))
+    f = jax.jit(lambda k: sample(k, score_fn, sde, (8, 2), name, steps=3, x_init=x_T, return_info=True,
+                                 return_trajectory=True))
+    (a, info), (b, _) = f(jax.random.PRNGKey(0)), f(jax.random.PRNGKey(1))
+    traj = info["trajectory"]
+    assert traj.shape == (4, 8, 2)
+    np.testing.assert_array_equal(np.asarray(traj[0]), np.asarray(x_T))
+    np.testing.assert_array_equal(np.asarray(traj[-1]), np.asarray(a))
+    if name == "pc":
+        assert not np.allclose(np.asarray(a), np.asarray(b))
+    else:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 # --- refusals and bad input -------------------------------------------------------------------
@@ -254,8 +258,8 @@ GAUSS = gaussian(GAUSS_MU, jnp.diag(GAUSS_SD**2))
 def _flow_error(name, sde, steps, **opts):
     """Max error of the sample vs the exact PF-ODE map of N(mu, diag sd^2): the flow is affine,
     x_t - alpha_t mu = (std_t / std_T)(x_T - alpha_T mu), std_t^2 = alpha_t^2 sd^2 + sigma_t^2."""
-    x, info = sample(jax.random.PRNGKey(0), GAUSS.score_fn(sde), sde, (64, 2), name, steps=steps,
-                     return_info=True, return_trajectory=True, grid="logsnr", **opts)
+    x, info = jax.jit(lambda k: sample(k, GAUSS.score_fn(sde), sde, (64, 2), name, steps=steps, return_info=True,
+                                       return_trajectory=True, grid="logsnr", **opts))(jax.random.PRNGKey(0))
     ts, x_T = info["ts"], info["trajectory"][0]
     (a_T, s_T), (a_0, s_0) = sde.marginal_coefs(ts[0]), sde.marginal_coefs(ts[-1])
     std = lambda a, s: jnp.sqrt(a**2 * GAUSS_SD**2 + s**2)  # noqa: E731
@@ -269,7 +273,8 @@ ORDER_CASES = [  # (sampler, options, expected global order)
 ]
 
 
-@pytest.mark.parametrize("name,opts,order", ORDER_CASES)
+@pytest.mark.parametrize("name,opts,order", [pytest.param(*c, marks=pytest.mark.slow) for c in ORDER_CASES[:-1]]
+                         + [ORDER_CASES[-1]])
 def test_convergence_order(name, opts, order):
     """Error ratio between 20 and 40 steps ~ 2^order (asymptotic regime on a logSNR grid). A wrong
     coefficient drops the observed order by one; tolerance 0.35 allows for pre-asymptotic drift."""
@@ -281,12 +286,16 @@ def test_convergence_order(name, opts, order):
 
 # --- sample statistics against the exact ring mixture -------------------------------------------
 
+@jax.jit
+def _labels(x, mix):
+    log_comp, _ = mix._component_terms(x, jnp.ones(x.shape[:1]), jnp.zeros(x.shape[:1]))
+    return jnp.argmax(log_comp, -1)
+
+
 def _mode_stats(x, mix):
     """Assign to the max-responsibility component; per mode: weight, mean [d], std [d] (axis-aligned:
     ring components are isotropic)."""
-    x = jnp.asarray(x)
-    log_comp, _ = mix._component_terms(x, jnp.ones(x.shape[:1]), jnp.zeros(x.shape[:1]))
-    lab = np.asarray(jnp.argmax(log_comp, -1))
+    lab = np.asarray(_labels(jnp.asarray(x), mix))
     x = np.asarray(x, np.float64)
     K = mix.num_components
     n = np.array([(lab == k).sum() for k in range(K)])
@@ -295,13 +304,13 @@ def _mode_stats(x, mix):
     return n, mean, std
 
 
-REF_N = 100_000
+REF_N = 40_000
 _REF = {}
 
 
 def _reference():
     if not _REF:
-        _REF["stats"] = _mode_stats(RING.sample(jax.random.PRNGKey(12345), REF_N), RING)
+        _REF["stats"] = _mode_stats(jax.jit(RING.sample, static_argnums=1)(jax.random.PRNGKey(12345), REF_N), RING)
     return _REF["stats"]
 
 
@@ -328,7 +337,6 @@ def _check_ring(name, sde_name, steps, n=4000, **opts):
 
 FAST_RING = [
     ("euler_maruyama", "vp", 150, {}),
-    ("dpmpp_2m", "vp", 30, {}),
     ("unipc", "ve", 30, {}),
     ("heun", "subvp", 25, {}),
 ]
@@ -341,7 +349,7 @@ SLOW_RING = [
     ("pc", "vp", 200, {"predictor": "none", "corrector_steps": 5, "snr": 0.3}),
     ("annealed_langevin", "ve", 20, {"n_steps_each": 20, "step_lr": 2e-5}),
     ("ddim", "vp", 100, {}), ("ddim", "ve", 100, {"eta": 1.0}),
-    ("dpmpp_2m", "ve", 40, {}), ("dpmpp_2m", "subvp", 40, {}),
+    ("dpmpp_2m", "vp", 30, {}), ("dpmpp_2m", "ve", 40, {}), ("dpmpp_2m", "subvp", 40, {}),
     ("dpmpp_3m", "vp", 40, {}), ("dpmpp_3m", "ve", 40, {"grid": "edm"}),
     ("dpmpp_2m_sde", "vp", 100, {}), ("dpmpp_2m_sde", "subvp", 100, {}),
     ("unipc", "vp", 40, {}), ("unipc", "subvp", 40, {"order": 3}),

@@ -87,14 +87,25 @@ def bcast(coef, x: jax.Array) -> jax.Array:
     return coef if coef.ndim == 0 else broadcast_to_data(coef, x)
 
 
-def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, *, min_steps: int = 1):
-    """Checks and the common start: ``(shape, steps, ts [steps+1], ex_keys [B], x_T [B, *D])``."""
+def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init=None, *, min_steps: int = 1):
+    """Checks and the common start: ``(shape, steps, ts [steps+1], ex_keys [B], x_T [B, *D])``.
+
+    ``x_init`` [B, *D], when given, replaces the prior draw as the state at ``ts[0]`` (e.g. to start
+    several samplers from the same noise, or from a partially noised image with ``grid`` an explicit
+    array starting below T).
+    """
     check_score_fn(score_fn)
     shape = check_shape(shape)
     steps = check_steps(steps, minimum=min_steps)
     ts = time_grid(sde, steps, grid, t_min=t_min, rho=rho)
     ex_keys = example_keys(key, shape[0], example_offset)
-    x = prior_draw(ex_keys, sde, shape)
+    if x_init is None:
+        x = prior_draw(ex_keys, sde, shape)
+    else:
+        x = jnp.asarray(x_init)
+        if x.shape != shape or not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"x_init: expected a float array of shape {shape}, got {x.dtype} {x.shape}.")
+        x = x.astype(float_dtype())
     return shape, steps, ts, ex_keys, x
 
 

@@ -78,7 +78,8 @@ def sample(key, score_fn, sde, shape, sampler: str = "dpmpp_2m", steps: int | No
 
 def evals_per_step(sampler: str, **options) -> int:
     """Score evaluations per step of a fixed-step sampler (for matching NFE budgets).
-    ``denoise`` adds one evaluation in total, not per step."""
+    ``denoise`` adds one evaluation in total, not per step; for ``ode``/``sde`` (diffrax, fixed
+    ``steps``) it depends on ``solver`` (Tsit5/Dopri5 add one evaluation in total)."""
     if sampler == "pc":
         return int(options.get("corrector_steps", 1)) + (options.get("predictor", "reverse_diffusion") != "none")
     if sampler == "annealed_langevin":
@@ -86,9 +87,23 @@ def evals_per_step(sampler: str, **options) -> int:
     if sampler in ("heun", "edm_stochastic"):
         return 2
     if sampler in ("ode", "sde"):
-        raise ValueError(f"{sampler!r} uses diffrax solvers; its NFE depends on the solver (see info['nfe']).")
+        solver = options.get("solver", "tsit5" if sampler == "ode" else "euler")
+        per = {"tsit5": 6, "dopri5": 6, "heun": 2, "euler": 1}.get(solver)
+        if per is None:
+            raise ValueError(f"{sampler!r}: unknown solver {solver!r} (expected tsit5, dopri5, heun or euler).")
+        return per
     get_sampler(sampler)  # validates the name
     return 1
+
+
+def nfe_for_steps(sampler: str, steps: int, **options) -> int:
+    """Score evaluations of a fixed-step run (what ``info["nfe"]`` reports)."""
+    nfe = steps * evals_per_step(sampler, **options) + int(bool(options.get("denoise", False)))
+    if sampler in ("heun", "edm_stochastic") and options.get("lower_order_final", False):
+        nfe -= 1
+    if sampler == "ode" and options.get("solver", "tsit5") in ("tsit5", "dopri5"):
+        nfe += 1
+    return nfe
 
 
 def steps_for_nfe(sampler: str, nfe: int, **options) -> int:
@@ -96,6 +111,8 @@ def steps_for_nfe(sampler: str, nfe: int, **options) -> int:
     ``lower_order_final`` save one)) does not exceed ``nfe``; at least 1."""
     per = evals_per_step(sampler, **options)
     budget = nfe - int(bool(options.get("denoise", False)))
+    if sampler == "ode" and options.get("solver", "tsit5") in ("tsit5", "dopri5"):
+        budget -= 1  # first-same-as-last: 6 * steps + 1 (fixed steps with diffrax)
     if sampler in ("heun", "edm_stochastic") and options.get("lower_order_final", False):
         budget += 1
     return max(1, budget // per)

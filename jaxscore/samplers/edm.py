@@ -30,7 +30,7 @@ def _d(score_fn, sde, xt, t, alpha, sig):
 
 def heun(key, score_fn, sde, shape, *, steps: int = 18, grid="edm", t_min=None, rho: float = 7.0,
          denoise: bool = False, lower_order_final: bool = False, return_info: bool = False,
-         return_trajectory: bool = False, example_offset=0):
+         return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""EDM Alg. 1 (deterministic 2nd-order Heun) on :math:`\tilde\sigma_n = \tilde\sigma(t_n)`:
 
     .. math:: \tilde x' = \tilde x_n + (\tilde\sigma_{n+1} - \tilde\sigma_n) d_n,\quad
@@ -39,7 +39,7 @@ def heun(key, score_fn, sde, shape, *, steps: int = 18, grid="edm", t_min=None, 
     with :math:`d = (\tilde x - D)/\tilde\sigma`. NFE = 2 steps (2 steps - 1 with ``lower_order_final``,
     which takes the last step with Euler alone) (+1 with ``denoise``).
     """
-    shape, steps, ts, _, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+    shape, steps, ts, _, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
     alpha, _ = sde.marginal_coefs(ts)
     sig = sde.sigma_ratio(ts)
 
@@ -69,7 +69,7 @@ def heun(key, score_fn, sde, shape, *, steps: int = 18, grid="edm", t_min=None, 
 def edm_stochastic(key, score_fn, sde, shape, *, steps: int = 18, S_churn: float = 40.0, S_min: float = 0.05,
                    S_max: float = 50.0, S_noise: float = 1.0, grid="edm", t_min=None, rho: float = 7.0,
                    denoise: bool = False, lower_order_final: bool = False, return_info: bool = False,
-                   return_trajectory: bool = False, example_offset=0):
+                   return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""EDM Alg. 2: at step n, "churn" the noise up to :math:`\hat\sigma = \tilde\sigma_n(1+\gamma_n)`,
 
     .. math:: \gamma_n = \min(S_{churn}/N, \sqrt2 - 1)\ \text{if}\ \tilde\sigma_n\in[S_{min}, S_{max}]\ \text{else}\ 0,
@@ -80,7 +80,7 @@ def edm_stochastic(key, score_fn, sde, shape, *, steps: int = 18, S_churn: float
     [t_min, T]. ``S_min``, ``S_max`` are in :math:`\tilde\sigma` units. NFE = 2 steps (-1 with
     ``lower_order_final``) (+1 with ``denoise``).
     """
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
     alpha, _ = sde.marginal_coefs(ts)
     sig = sde.sigma_ratio(ts)
     sig_top = sig[0]

@@ -61,7 +61,7 @@ def langevin_corrector_step(x, score, z, snr, a, sigma=None, rule: str = "snr"):
 
 def pc(key, score_fn, sde, shape, *, steps: int = 1000, predictor: str = "reverse_diffusion", snr: float = 0.16,
        corrector_steps: int = 1, step_size: str = "sigma", grid="uniform", t_min=None, rho: float = 7.0, denoise: bool = False,
-       final_noise: bool = False, return_info: bool = False, return_trajectory: bool = False, example_offset=0):
+       final_noise: bool = False, return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""Predictor-corrector sampler (score_sde Alg. 2/3).
 
     For each step n: ``corrector_steps`` Langevin corrections at :math:`t_n`, then the predictor from
@@ -86,7 +86,7 @@ def pc(key, score_fn, sde, shape, *, steps: int = 1000, predictor: str = "revers
     corrector_steps = _core.check_steps(corrector_steps, minimum=0, name="corrector_steps")
     if predictor == "none" and corrector_steps == 0:
         raise ValueError("pc: predictor='none' with corrector_steps=0 would not move the samples.")
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
     pred = PREDICTORS[predictor]
     data_shape = shape[1:]
 
@@ -119,7 +119,7 @@ def pc(key, score_fn, sde, shape, *, steps: int = 1000, predictor: str = "revers
 
 def annealed_langevin(key, score_fn, sde, shape, *, steps: int = 10, n_steps_each: int = 100, step_lr: float = 2e-5,
                       grid="uniform", t_min=None, rho: float = 7.0, denoise: bool = False, final_noise: bool = True,
-                      return_info: bool = False, return_trajectory: bool = False, example_offset=0):
+                      return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Alg. 1) on the noise ladder
     :math:`\sigma_1 > \dots > \sigma_L` given by the grid's ``ts[1:]`` (``steps`` = L levels, the last at
     ``t_min``): at level i, ``n_steps_each`` updates
@@ -139,7 +139,7 @@ def annealed_langevin(key, score_fn, sde, shape, *, steps: int = 10, n_steps_eac
             f"(or depends on traced parameters). Use pc(..., predictor='none') for VP / sub-VP SDEs."
         )
     n_steps_each = _core.check_steps(n_steps_each, name="n_steps_each")
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
     _, sigma_last = sde.marginal_coefs(ts[-1])
     data_shape = shape[1:]
 

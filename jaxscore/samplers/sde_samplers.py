@@ -45,7 +45,7 @@ def ancestral_step(sde, x, score, t, t_next, z):
 
 def euler_maruyama(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float = 7.0,
                    denoise: bool = False, final_noise: bool = False, return_info: bool = False,
-                   return_trajectory: bool = False, example_offset=0):
+                   return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""Euler-Maruyama on the reverse SDE :math:`dx = [f(t)x - g(t)^2 s(x,t)]dt + g(t)d\bar W`:
 
     .. math:: x_{n+1} = x_n + [f(t_n)x_n - g(t_n)^2 s(x_n, t_n)]\,\Delta_n + g(t_n)\sqrt{|\Delta_n|}\,z_n,
@@ -53,7 +53,7 @@ def euler_maruyama(key, score_fn, sde, shape, *, steps: int = 1000, grid="unifor
 
     Returns samples ``[B, *D]`` (``(samples, info)`` with ``return_info``).
     """
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
 
     def body(carry, n):
         (x,) = carry
@@ -67,13 +67,13 @@ def euler_maruyama(key, score_fn, sde, shape, *, steps: int = 1000, grid="unifor
 
 def reverse_diffusion(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float = 7.0,
                       denoise: bool = False, final_noise: bool = False, return_info: bool = False,
-                      return_trajectory: bool = False, example_offset=0):
+                      return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""score_sde's reverse-diffusion predictor: with the forward discretisation
     :math:`x_{t} = x_{t'} + f_n + G_n z` (``sde.discretize``, exact transition from :math:`t' = t_{n+1}`),
 
     .. math:: x_{n+1} = x_n - f_n + G_n^2\, s(x_n, t_n) + G_n z_n .
     """
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
 
     def body(carry, n):
         (x,) = carry
@@ -107,8 +107,8 @@ def ddim_step(sde, x, score, t, s, eta, z):
 
 
 def _ddim_loop(key, score_fn, sde, shape, *, steps, grid, t_min, rho, denoise, eta, final_noise, return_info,
-               return_trajectory, example_offset):
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+               return_trajectory, example_offset, x_init=None):
+    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
     stochastic = not (isinstance(eta, (int, float)) and eta == 0)
     eta = jnp.asarray(eta, x0.dtype)
 
@@ -128,7 +128,7 @@ def _ddim_loop(key, score_fn, sde, shape, *, steps, grid, t_min, rho, denoise, e
 
 def ancestral(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float = 7.0,
               denoise: bool = False, final_noise: bool = False, return_info: bool = False,
-              return_trajectory: bool = False, example_offset=0):
+              return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""Ancestral sampling: draw :math:`x_{t_{n+1}} \sim q(x_{t_{n+1}} | x_{t_n}, \hat x_0)`, the exact Gaussian
     posterior of the forward process with Tweedie's :math:`\hat x_0` (DDPM for VP, score_sde's
     ancestral predictor for VE). Identical to :func:`ddim_step` with ``eta = 1``:
@@ -138,4 +138,4 @@ def ancestral(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t
     """
     return _ddim_loop(key, score_fn, sde, shape, steps=steps, grid=grid, t_min=t_min, rho=rho, denoise=denoise,
                       eta=1.0, final_noise=final_noise, return_info=return_info,
-                      return_trajectory=return_trajectory, example_offset=example_offset)
+                      return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init)

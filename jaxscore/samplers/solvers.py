@@ -33,13 +33,13 @@ HISTORY = 3  # number of stored x0-predictions (enough for third order + UniC)
 
 def ddim(key, score_fn, sde, shape, *, steps: int = 50, eta: float = 0.0, grid="uniform", t_min=None,
          rho: float = 7.0, denoise: bool = False, final_noise: bool = False, return_info: bool = False,
-         return_trajectory: bool = False, example_offset=0):
+         return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""DDIM (see :func:`jaxscore.samplers.sde_samplers.ddim_step`): ``eta = 0`` is deterministic and
     equals first-order DPM-Solver(++) on the probability-flow ODE; ``eta = 1`` is ancestral (DDPM).
     """
     return _ddim_loop(key, score_fn, sde, shape, steps=steps, grid=grid, t_min=t_min, rho=rho, denoise=denoise,
                       eta=eta, final_noise=final_noise, return_info=return_info,
-                      return_trajectory=return_trajectory, example_offset=example_offset)
+                      return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init)
 
 
 # --- coefficient algebra: a "combo" is a coefficient vector over the stored x0's [m0, m1, m2] -----
@@ -75,9 +75,9 @@ class _Grid:
 
 
 def _multistep(key, score_fn, sde, shape, *, steps, grid, t_min, rho, denoise, order, lower_order_final,
-               return_info, return_trajectory, example_offset, update, stochastic=False, final_noise=False):
+               return_info, return_trajectory, example_offset, update, x_init=None, stochastic=False, final_noise=False):
     """Shared loop: at step n evaluate m_n = x0(x_n, t_n), push it, then ``x_{n+1} = update(...)``."""
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
     g = _Grid(sde, ts)
     orders = jnp.asarray(_core.order_schedule(steps, order, lower_order_final))
     hist0 = jnp.zeros((HISTORY,) + shape, x0.dtype)
@@ -130,7 +130,7 @@ def _dpmpp_update(g, n, order, x, hist, z):
 
 def dpmpp_2m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min=None, rho: float = 7.0,
              denoise: bool = False, lower_order_final: bool = True, return_info: bool = False,
-             return_trajectory: bool = False, example_offset=0):
+             return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), data prediction, one score evaluation per step:
 
     .. math:: x_{t_{n+1}} = \frac{\sigma_{n+1}}{\sigma_n} x_n + \alpha_{n+1}(1 - e^{-h_n})
@@ -141,12 +141,12 @@ def dpmpp_2m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min
     """
     return _multistep(key, score_fn, sde, shape, steps=steps, grid=grid, t_min=t_min, rho=rho, denoise=denoise,
                       order=2, lower_order_final=lower_order_final, return_info=return_info,
-                      return_trajectory=return_trajectory, example_offset=example_offset, update=_dpmpp_update)
+                      return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init, update=_dpmpp_update)
 
 
 def dpmpp_3m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min=None, rho: float = 7.0,
              denoise: bool = False, lower_order_final: bool = True, return_info: bool = False,
-             return_trajectory: bool = False, example_offset=0):
+             return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""DPM-Solver++(3M): third-order multistep in data prediction (warm-up orders 1, 2; with
     ``lower_order_final`` the last two steps use orders 2, 1):
 
@@ -163,7 +163,7 @@ def dpmpp_3m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min
     """
     return _multistep(key, score_fn, sde, shape, steps=steps, grid=grid, t_min=t_min, rho=rho, denoise=denoise,
                       order=3, lower_order_final=lower_order_final, return_info=return_info,
-                      return_trajectory=return_trajectory, example_offset=example_offset, update=_dpmpp_update)
+                      return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init, update=_dpmpp_update)
 
 
 def _dpmpp_2m_sde_update(g, n, order, x, hist, z):
@@ -182,7 +182,7 @@ def _dpmpp_2m_sde_update(g, n, order, x, hist, z):
 
 def dpmpp_2m_sde(key, score_fn, sde, shape, *, steps: int = 50, grid="logsnr", t_min=None, rho: float = 7.0,
                  denoise: bool = False, lower_order_final: bool = True, final_noise: bool = False,
-                 return_info: bool = False, return_trajectory: bool = False, example_offset=0):
+                 return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""DPM-Solver++(2M) SDE variant (Lu et al. 2022; diffusers "midpoint"), for the reverse SDE:
 
     .. math:: x_t = \frac{\sigma_t}{\sigma_s}e^{-h}x_s + \alpha_t(1-e^{-2h})\Big[D_0 + \tfrac12 D_1\Big]
@@ -194,7 +194,7 @@ def dpmpp_2m_sde(key, score_fn, sde, shape, *, steps: int = 50, grid="logsnr", t
     """
     return _multistep(key, score_fn, sde, shape, steps=steps, grid=grid, t_min=t_min, rho=rho, denoise=denoise,
                       order=2, lower_order_final=lower_order_final, return_info=return_info,
-                      return_trajectory=return_trajectory, example_offset=example_offset,
+                      return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init,
                       update=_dpmpp_2m_sde_update, stochastic=True, final_noise=final_noise)
 
 
@@ -257,7 +257,7 @@ def _unipc_coefs(g, i_s0, i_t, order, corrector: bool):
 
 def unipc(key, score_fn, sde, shape, *, steps: int = 20, order: int = 2, grid="logsnr", t_min=None,
           rho: float = 7.0, denoise: bool = False, lower_order_final: bool = True, corrector: bool = True,
-          return_info: bool = False, return_trajectory: bool = False, example_offset=0):
+          return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""UniPC (Zhao et al. 2023), data prediction with :math:`B(h) = e^{h} - 1` ("bh2").
 
     At step n: evaluate :math:`m_n = \hat x_0(\tilde x_n, t_n)` at the predicted :math:`\tilde x_n`; the
@@ -269,7 +269,7 @@ def unipc(key, score_fn, sde, shape, *, steps: int = 20, order: int = 2, grid="l
     """
     if order not in (1, 2, 3):
         raise ValueError(f"unipc: order must be 1, 2 or 3, got {order!r}.")
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset)
+    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
     g = _Grid(sde, ts)
     orders = jnp.asarray(_core.order_schedule(steps, order, lower_order_final))
     hist0 = jnp.zeros((HISTORY,) + shape, x0.dtype)

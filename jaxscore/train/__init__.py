@@ -12,6 +12,7 @@ from jaxscore.train.checkpoint import (
     CorruptCheckpointError,
     check_config,
     fingerprint,
+    restore_params,
 )
 from jaxscore.train.logging import MetricsWriter, read_metrics
 from jaxscore.train.loop import Hook, NonFiniteError, TrainResult, default_config, train
@@ -21,6 +22,8 @@ from jaxscore.train.state import (
     create_train_state,
     ema_rate_from_config,
     ema_update,
+    init_train_state,
+    lr_at,
     make_lr_schedule,
     make_optimizer,
 )
@@ -45,12 +48,15 @@ __all__ = [
     "ema_rate_from_config",
     "ema_update",
     "fingerprint",
+    "init_train_state",
+    "lr_at",
     "make_lr_schedule",
     "make_optimizer",
     "make_parallel",
     "maybe_initialize_distributed",
     "multi_step",
     "read_metrics",
+    "restore_params",
     "train",
     "train_step",
 ]

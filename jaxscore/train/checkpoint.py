@@ -67,6 +67,8 @@ RESUME_SAFE_KEYS = (
     "distributed.local_device_ids",
     "distributed.enabled",
     "distributed.cpu_collectives",
+    "sampling.*",  # evaluation-only sections (a trailing ".*" matches the whole section)
+    "eval.*",
 )
 
 
@@ -115,10 +117,26 @@ def _fingerprint_device(tree):
     return [_leaf_checksums(x) for x in jax.tree.leaves(tree)]
 
 
-def fingerprint(tree) -> list[list[int]]:
-    """Per-leaf ``[sum, weighted sum]`` uint32 checksums of ``tree`` (computed on device)."""
+def _key_name(entry) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def _path_names(tree) -> list[str]:
+    """``"a/b/0"`` per leaf; dict keys, attributes and sequence indices are normalised alike
+    (orbax metadata stores every level as a dict key or list), so a ``TrainState`` and the
+    nested dicts restored from its metadata give the same names."""
+    return ["/".join(_key_name(e) for e in path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def fingerprint(tree) -> dict[str, list[int]]:
+    """``{leaf path: [sum, weighted sum]}`` uint32 checksums of ``tree`` (computed on device)."""
     out = _fingerprint_device(tree)
-    return [[int(v) for v in np.asarray(c.addressable_data(0))] for c in out]
+    return {
+        name: [int(v) for v in np.asarray(c.addressable_data(0))] for name, c in zip(_path_names(tree), out)
+    }
 
 
 # ---- config check ----------------------------------------------------------------------
@@ -128,10 +146,13 @@ def check_config(saved: Any, new: Any, *, allow_change: bool = False, ignore=RES
     """Compare a saved run config with the new one; raise ``ConfigMismatchError`` if they differ.
 
     Keys in ``ignore`` (default ``RESUME_SAFE_KEYS``: logging/checkpoint cadence, total
-    steps, execution mode — nothing that changes the computed numbers) may differ. With
+    steps, execution mode, the ``sampling``/``eval`` sections — nothing that changes the
+    trained numbers; ``"section.*"`` matches a whole section) may differ. With
     ``allow_change=True`` the differences are returned (and warned about) instead.
     """
     diffs = config_diff(config_to_dict(saved), config_to_dict(new), tuple(ignore))
+    prefixes = tuple(k[:-1] for k in ignore if k.endswith(".*"))
+    diffs = [d for d in diffs if not d[0].startswith(prefixes)] if prefixes else diffs
     if diffs:
         listing = "\n".join(f"  {k}: saved {a!r} -> new {b!r}" for k, a, b in diffs)
         if not allow_change:
@@ -152,20 +173,10 @@ def _sync(name: str):
         ocp.multihost.sync_global_processes(name)
 
 
-def _key_name(entry) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
-
-
 def _tree_signature(tree) -> dict[str, tuple]:
-    """``{"a/b/0": (shape, dtype)}``; path entries normalised so dict keys, attributes and
-    sequence indices compare equal (orbax metadata stores every level as a dict key)."""
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {
-        "/".join(_key_name(e) for e in path): (tuple(np.shape(x)), str(np.dtype(x.dtype))) for path, x in flat
-    }
+    """``{"a/b/0": (shape, dtype)}`` (path names as in ``_path_names``)."""
+    leaves = jax.tree.leaves(tree)
+    return {n: (tuple(np.shape(x)), str(np.dtype(x.dtype))) for n, x in zip(_path_names(tree), leaves)}
 
 
 class Checkpointer:
@@ -178,6 +189,7 @@ class Checkpointer:
       keep_every: also keep every step divisible by this (``None``/0: none).
       async_save: write in a background thread (training continues after the device->host
         copy; ``wait()`` blocks until the write is committed).
+      read_only: only read (no saving, no tmp-directory cleanup, corrupt steps are not moved).
     """
 
     def __init__(
@@ -188,6 +200,7 @@ class Checkpointer:
         keep_last: int = 3,
         keep_every: int | None = None,
         async_save: bool = True,
+        read_only: bool = False,
     ):
         if save_every < 1:
             raise ValueError(f"training.checkpoint_every: expected >= 1, got {save_every}.")
@@ -202,9 +215,11 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocm.AnyPreservationPolicy(policies) if len(policies) > 1 else policies[0],
             enable_async_checkpointing=bool(async_save),
-            cleanup_tmp_directories=True,
-            create=True,
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
+            read_only=bool(read_only),
         )
+        self.read_only = bool(read_only)
         self._mngr = ocp.CheckpointManager(
             self.directory,
             options=options,
@@ -329,14 +344,29 @@ class Checkpointer:
         Unreadable/corrupt steps are warned about (``CheckpointFallbackWarning``) and moved to
         ``corrupt_checkpoints/`` — but only once an older step has restored successfully; if no
         step can be restored, a ``RuntimeError`` lists every failure and nothing is moved.
-        Returns ``(state, meta)``.
+        ``abstract_state``: the target pytree (``ShapeDtypeStruct``s with shardings, or arrays),
+        or a callable mapping a step's saved metadata tree to one. Returns ``(state, meta)``.
         """
         self._mngr.reload()
         failures = []
         for step in sorted(self._mngr.all_steps(), reverse=True):
-            self._check_structure(step, abstract_state)
+            if callable(abstract_state):  # built from the step's own metadata
+                try:
+                    target = abstract_state(self._mngr.item_metadata(step)["state"])
+                except Exception as err:  # noqa: BLE001 - unreadable metadata = unusable step
+                    failures.append((step, f"{type(err).__name__}: {str(err)[:300]}"))
+                    warnings.warn(
+                        f"checkpoint step {step} in {self.directory} has unreadable metadata "
+                        f"({failures[-1][1]}); falling back to an earlier checkpoint.",
+                        CheckpointFallbackWarning,
+                        stacklevel=2,
+                    )
+                    continue
+            else:
+                target = abstract_state
+                self._check_structure(step, target)
             try:
-                state, meta = self.restore(step, abstract_state)
+                state, meta = self.restore(step, target)
             except CheckpointStructureError:
                 raise
             except Exception as err:  # noqa: BLE001 - any read failure means "unusable step"
@@ -348,10 +378,57 @@ class Checkpointer:
                     stacklevel=2,
                 )
                 continue
-            for bad, _ in failures:
-                self._quarantine(bad)
+            if not self.read_only:
+                for bad, _ in failures:
+                    self._quarantine(bad)
             return state, meta
         if failures:
             listing = "\n".join(f"  step {s}: {msg}" for s, msg in failures)
             raise RuntimeError(f"No checkpoint in {self.directory} could be restored:\n{listing}")
         return None
+
+
+def restore_params(workdir: str | os.PathLike, init_fn=None, *, which: str = "ema_params", step: int | None = None):
+    """``(params, step)`` from a run directory, for sampling/evaluation (no optimizer needed).
+
+    Reads the newest readable checkpoint (or ``step``), falling back past corrupt ones with a
+    ``CheckpointFallbackWarning``; nothing in ``workdir`` is modified. ``which``: ``"ema_params"``
+    (default) or ``"params"``. The tree is rebuilt from the checkpoint's own metadata (so the
+    optimizer need not be known) and verified against the saved fingerprint; if ``init_fn``
+    is given, the params are checked against ``jax.eval_shape(init_fn, key)`` and returned in
+    its tree structure. Arrays are placed on the first local device.
+    """
+    if which not in ("ema_params", "params"):
+        raise ValueError(f"restore_params: which must be 'ema_params' or 'params', got {which!r}.")
+    directory = os.path.join(os.fspath(workdir), CHECKPOINT_SUBDIR)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{directory}: no checkpoints; is {os.fspath(workdir)!r} a training workdir?")
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def from_metadata(meta_tree):
+        return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta_tree)
+
+    ck = Checkpointer(workdir, read_only=True, async_save=False)
+    try:
+        if step is None:
+            restored = ck.restore_latest(from_metadata)
+            if restored is None:
+                raise FileNotFoundError(f"{directory}: no checkpoints.")
+        else:
+            restored = ck.restore(int(step), from_metadata(ck._mngr.item_metadata(int(step))["state"]))
+    finally:
+        ck.close()
+    state, meta = restored
+    params = state[which]
+    if init_fn is not None:
+        want = jax.eval_shape(init_fn, jax.random.key(0))
+        got_sig, want_sig = _tree_signature(params), _tree_signature(want)
+        if got_sig != want_sig:
+            diff = sorted(set(got_sig.items()) ^ set(want_sig.items()))[:10]
+            raise CheckpointStructureError(
+                f"restore_params: the checkpoint's {which} do not match init_fn's parameters; "
+                f"differing (path, (shape, dtype)) entries: {diff}"
+            )
+        by_name = dict(zip(_path_names(params), jax.tree.leaves(params)))
+        params = jax.tree.unflatten(jax.tree.structure(want), [by_name[n] for n in _path_names(want)])
+    return params, int(meta["step"])

@@ -27,7 +27,6 @@ at checkpoint boundaries so the same compiled programs run on the same inputs.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import signal
@@ -46,9 +45,9 @@ from jaxscore.train.logging import MetricsWriter
 from jaxscore.train.parallel import make_parallel, maybe_initialize_distributed
 from jaxscore.train.state import (
     TrainState,
-    create_train_state,
     ema_rate_from_config,
-    make_lr_schedule,
+    init_train_state,
+    lr_at,
     make_optimizer,
 )
 
@@ -136,6 +135,8 @@ class _Preemption:
         self.flag = True
 
     def requested(self) -> bool:
+        if not self._installed:
+            return False
         if jax.process_count() == 1:
             return self.flag
         from jax.experimental import multihost_utils
@@ -165,18 +166,20 @@ def _normalize_hooks(eval_fns, default_every: int) -> list[Hook]:
     return hooks
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _init_state(init_key, train_key, init_fn, tx) -> TrainState:
-    """Compiled ``create_train_state(train_key, init_fn(init_key), tx)`` (cached per init_fn/tx)."""
-    return create_train_state(train_key, init_fn(init_key), tx)
-
-
 def _next_boundary(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
-def _stack_batches(batch_fn, start: int, k: int):
+def _stack_batches(batch_fn, start: int, k: int, local_batch_size: int):
     batches = [batch_fn(s) for s in range(start, start + k)]
+    for s, b in zip(range(start, start + k), batches):
+        for x in jax.tree.leaves(b):
+            if np.ndim(x) < 1 or np.shape(x)[0] != local_batch_size:
+                raise ValueError(
+                    f"batch_fn({s}): expected every leaf to have {local_batch_size} rows (this process's "
+                    f"share of training.batch_size={local_batch_size * jax.process_count()} over "
+                    f"{jax.process_count()} process(es)), got shape {np.shape(x)}."
+                )
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batches)
 
 
@@ -198,8 +201,8 @@ def train(
     Steps: start ``jax.distributed`` if configured; build the optimizer (``tx`` or
     ``make_optimizer(config)``) and the compiled step for ``training.mode``; restore the
     newest readable checkpoint in ``workdir`` (older ones if it is corrupt; refusing if its
-    saved config differs, unless ``allow_config_change``) or initialise from
-    ``key = PRNGKey(seed)``: ``init_key, train_key = split(key)``; then run calls of
+    saved config differs, unless ``allow_config_change``) or initialise with
+    ``init_train_state(seed, init_fn, tx)``; then run calls of
     ``steps_per_call`` steps, cut so every checkpoint/hook step ends a call. Every
     ``log_every`` steps a record (window means of the metrics, skipped-step counts, lr,
     steps/s) goes to ``metrics.jsonl`` (+ TensorBoard) and the progress bar.
@@ -224,17 +227,13 @@ def train(
     seed = int(get("seed", get("training.seed", 0)))
 
     tx = tx if tx is not None else make_optimizer(config)
-    schedule = make_lr_schedule(config)
     ema_rate = ema_rate_from_config(config)
     par = make_parallel(mode, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, devices=devices)
-    par.local_batch_size(batch_size)  # validates divisibility early
+    local_bs = par.local_batch_size(batch_size)  # validates divisibility early
     hooks = _normalize_hooks(eval_fns, int(get("training.eval_every", 0) or 0))
 
-    key = jax.random.key(seed)
-    init_key, train_key = jax.random.split(key)
-
     def fresh_state():
-        return _init_state(init_key, train_key, init_fn, tx)
+        return init_train_state(seed, init_fn, tx)
 
     sharding = par.checkpoint_sharding()
     abstract = jax.tree.map(
@@ -307,14 +306,14 @@ def train(
         next_batches = None
         if step < n_iters:
             k = chunk(step)
-            next_batches = (k, par.put_batches(_stack_batches(batch_fn, step, k)))
+            next_batches = (k, par.put_batches(_stack_batches(batch_fn, step, k, local_bs)))
         while step < n_iters:
             k, batches = next_batches
             state, metrics = par.step(state, batches)
             new_step = step + k
             if new_step < n_iters:  # prepare the next call's data while this one runs
                 k_next = chunk(new_step)
-                next_batches = (k_next, par.put_batches(_stack_batches(batch_fn, new_step, k_next)))
+                next_batches = (k_next, par.put_batches(_stack_batches(batch_fn, new_step, k_next, local_bs)))
             m = par.fetch_metrics(metrics)
             skipped = np.asarray(m["skipped"]).astype(bool)
             for i in range(k):
@@ -353,7 +352,7 @@ def train(
                 record.update(
                     skipped=window_skipped,
                     skipped_total=total_skipped,
-                    lr=float(schedule(step - total_skipped)),
+                    lr=lr_at(step - total_skipped, config),
                     steps_per_sec=window_steps / max(dt, 1e-9),
                 )
                 writer.write(step, record)
@@ -367,8 +366,10 @@ def train(
                 last_logged = step
 
             extra = {"skipped_total": total_skipped}
+            t_aside = time.perf_counter()
             ckpt.maybe_save(step, par.to_checkpoint(state), force=step == n_iters, config=config, extra=extra)
             run_hooks(step, final=step == n_iters)
+            window_t0 += time.perf_counter() - t_aside  # steps/s counts training time only
             if step < n_iters and preemption.requested():
                 ckpt.maybe_save(step, par.to_checkpoint(state), force=True, config=config, extra=extra)
                 preempted = True
@@ -385,8 +386,8 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+        ckpt.close()  # waits for pending async writes (SIGTERM still only sets the flag here)
         if preemption is not None:
             preemption.restore()
-        ckpt.close()  # waits for pending async writes
         if writer is not None:
             writer.close()

@@ -19,6 +19,8 @@ norm 1.0, EMA rate 0.9999.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -91,6 +93,25 @@ def create_train_state(key, params, tx: optax.GradientTransformation) -> TrainSt
     )
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _init_state(init_key, train_key, init_fn, tx) -> TrainState:
+    return create_train_state(train_key, init_fn(init_key), tx)
+
+
+def init_train_state(key, init_fn: Callable[[jax.Array], Any], tx: optax.GradientTransformation) -> TrainState:
+    """``init_key, train_key = split(key)``; ``create_train_state(train_key, init_fn(init_key), tx)``.
+
+    Compiled once per ``(init_fn, tx)`` pair (both static, by identity). ``key``: an int seed,
+    a typed key or raw key data. This is how ``train`` builds a fresh run's state.
+    """
+    if isinstance(key, int):
+        key = jax.random.key(key)
+    elif not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key_to_data(key))
+    init_key, train_key = jax.random.split(key)
+    return _init_state(init_key, train_key, init_fn, tx)
+
+
 def ema_update(ema_params, params, rate):
     """``ema <- rate * ema + (1 - rate) * params`` leaf by leaf (pure; ``rate`` in [0, 1])."""
     rate = jnp.asarray(rate, jnp.float32)
@@ -136,6 +157,13 @@ def make_lr_schedule(config=None, **overrides) -> optax.Schedule:
     if warmup == 0:
         return optax.constant_schedule(lr)
     return optax.linear_schedule(init_value=0.0, end_value=lr, transition_steps=warmup)
+
+
+def lr_at(step: int, config=None, **overrides) -> float:
+    """``make_lr_schedule(config)(step)`` in plain Python (no device work; for logging)."""
+    s = optim_settings(config, **overrides)
+    lr, warmup = float(s["lr"]), int(s["warmup"])
+    return lr if warmup <= 0 else lr * min(int(step) / warmup, 1.0)
 
 
 def make_optimizer(config=None, **overrides) -> optax.GradientTransformation:

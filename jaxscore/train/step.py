@@ -11,7 +11,8 @@ run was interrupted and resumed. Under ``axis_name`` each replica further folds 
 Non-finite guard: if the loss or any gradient entry is NaN/Inf (after the cross-replica
 mean, so every replica agrees), the update is skipped: params, EMA and optimizer state
 stay as they were, ``step`` still increments (the bad batch is consumed, not retried) and
-``metrics["skipped"] = 1``.
+``metrics["skipped"] = 1``. (The optimizer's own count, and so the warmup schedule,
+advances only on applied updates.)
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def _as_loss_and_aux(loss_fn: LossFn) -> Callable:
         else:
             loss, aux = out, {}
         loss = jnp.asarray(loss)
+        aux = {k: jnp.asarray(v, jnp.float32) for k, v in dict(aux).items()}  # means stay means under pmean
+        for k, v in aux.items():
+            if v.shape != ():
+                raise ValueError(f"loss_fn aux[{k!r}]: expected a scalar, got shape {tuple(v.shape)}.")
         if loss.shape != ():
             raise ValueError(f"loss_fn: expected a scalar loss, got shape {tuple(loss.shape)}.")
         if not jnp.issubdtype(loss.dtype, jnp.floating):
@@ -81,9 +86,9 @@ def train_step(
     ``ema = ema_rate * ema + (1 - ema_rate) * params``. Otherwise nothing but ``step`` changes.
 
     ``loss_fn(params, key, batch)`` returns a scalar loss or ``(loss, aux)`` with ``aux`` a
-    dict of scalars. Returns ``(new_state, metrics)`` with metrics ``loss``, ``grad_norm``
-    (global L2 norm of the averaged gradient, before clipping), ``skipped`` (int32 0/1) and
-    every ``aux`` entry — scalars.
+    dict of scalars (cast to float32). Returns ``(new_state, metrics)`` with metrics ``loss``,
+    ``grad_norm`` (global L2 norm of the averaged gradient, before clipping), ``skipped``
+    (int32 0/1) and every ``aux`` entry — scalars.
     """
     wrapped = _as_loss_and_aux(loss_fn)
     key = step_key(state, axis_name)
@@ -116,7 +121,7 @@ def train_step(
     for name, value in aux.items():
         if name in metrics:
             raise ValueError(f"loss_fn aux: key {name!r} clashes with a built-in metric {sorted(metrics)}.")
-        metrics[name] = jnp.asarray(value)
+        metrics[name] = value
     return new_state, metrics
 
 
