@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from jaxscore._checks import check_batch
 from jaxscore.models.embeddings import EMBEDDINGS, make_embedding
-from jaxscore.models.layers import get_activation
+from jaxscore.models.layers import default_init, get_activation, normal_init
 from jaxscore.models.unet import label_or_null, resolve_embedding_scale
 
 Array = jax.Array
@@ -54,13 +54,13 @@ class ScoreMLP(nn.Module):
         act = get_activation(self.activation)
         scale = resolve_embedding_scale(self.embedding, self.embedding_scale)
         emb = make_embedding(EMBEDDINGS[self.embedding], self.embedding_dim, fourier_scale=self.fourier_scale)(scale * t)
-        temb = act(nn.Dense(self.embedding_dim, name="time_dense")(emb))
+        temb = act(nn.Dense(self.embedding_dim, kernel_init=default_init(), name="time_dense")(emb))
         lab = label_or_null(labels, x.shape[0], self.num_classes, "ScoreMLP")
         if lab is not None:
-            temb = temb + nn.Embed(self.num_classes + 1, self.embedding_dim, name="label_embedding")(lab)
+            temb = temb + nn.Embed(self.num_classes + 1, self.embedding_dim, embedding_init=normal_init(1.0), name="label_embedding")(lab)
         h = x
         for i, width in enumerate(self.hidden_dims):
-            h = nn.Dense(width, name=f"dense_{i}")(h) + nn.Dense(width, use_bias=False, name=f"time_proj_{i}")(temb)
+            h = nn.Dense(width, kernel_init=default_init(), name=f"dense_{i}")(h) + nn.Dense(width, use_bias=False, kernel_init=default_init(), name=f"time_proj_{i}")(temb)
             h = act(h)
             h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        return nn.Dense(x.shape[-1], name="out")(h)
+        return nn.Dense(x.shape[-1], kernel_init=default_init(), name="out")(h)

@@ -62,6 +62,7 @@ from jaxscore.models.layers import (
     get_activation,
     group_count,
     naive_downsample,
+    normal_init,
 )
 
 Array = jax.Array
@@ -171,7 +172,7 @@ class UNet(nn.Module):
         temb = dense(4 * ch, dtype=self.dtype, name="Dense_temb_1")(act(temb))
         lab = label_or_null(labels, x.shape[0], self.num_classes, type(self).__name__)
         if lab is not None:
-            temb = temb + nn.Embed(self.num_classes + 1, 4 * ch, name="label_embedding")(lab).astype(temb.dtype)
+            temb = temb + nn.Embed(self.num_classes + 1, 4 * ch, embedding_init=normal_init(1.0), name="label_embedding")(lab).astype(temb.dtype)
 
         common = dict(
             dropout=self.dropout,

@@ -99,6 +99,8 @@ def evals_per_step(sampler: str, **options) -> int:
 def nfe_for_steps(sampler: str, steps: int, **options) -> int:
     """Score evaluations of a fixed-step run (what ``info["nfe"]`` reports)."""
     nfe = steps * evals_per_step(sampler, **options) + int(bool(options.get("denoise", False)))
+    if sampler == "unipc" and options.get("final_corrector", False):
+        nfe += 1
     if sampler in ("heun", "edm_stochastic") and options.get("lower_order_final", False):
         nfe -= 1
     if sampler == "ode" and options.get("solver", "tsit5") in ("tsit5", "dopri5"):
@@ -107,12 +109,13 @@ def nfe_for_steps(sampler: str, steps: int, **options) -> int:
 
 
 def steps_for_nfe(sampler: str, nfe: int, **options) -> int:
-    """Largest ``steps`` whose NFE (``steps * evals_per_step`` (+1 with ``denoise``; Heun-type samplers with
-    ``lower_order_final`` save one)) does not exceed ``nfe``; at least 1."""
+    """Largest ``steps`` whose NFE (:func:`nfe_for_steps`) does not exceed ``nfe``; at least 1."""
     per = evals_per_step(sampler, **options)
     budget = nfe - int(bool(options.get("denoise", False)))
     if sampler == "ode" and options.get("solver", "tsit5") in ("tsit5", "dopri5"):
         budget -= 1  # first-same-as-last: 6 * steps + 1 (fixed steps with diffrax)
+    if sampler == "unipc" and options.get("final_corrector", False):
+        budget -= 1
     if sampler in ("heun", "edm_stochastic") and options.get("lower_order_final", False):
         budget += 1
     return max(1, budget // per)

@@ -28,7 +28,7 @@ def _d(score_fn, sde, xt, t, alpha, sig):
     return (xt - x0) / sig
 
 
-def heun(key, score_fn, sde, shape, *, steps: int = 18, grid="edm", t_min=None, rho: float = 7.0,
+def heun(key, score_fn, sde, shape, *, steps: int = 18, grid="edm", t_min=None, rho: float | None = None,
          denoise: bool = False, lower_order_final: bool = False, return_info: bool = False,
          return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""EDM Alg. 1 (deterministic 2nd-order Heun) on :math:`\tilde\sigma_n = \tilde\sigma(t_n)`:
@@ -67,7 +67,7 @@ def heun(key, score_fn, sde, shape, *, steps: int = 18, grid="edm", t_min=None, 
 
 
 def edm_stochastic(key, score_fn, sde, shape, *, steps: int = 18, S_churn: float = 40.0, S_min: float = 0.05,
-                   S_max: float = 50.0, S_noise: float = 1.0, grid="edm", t_min=None, rho: float = 7.0,
+                   S_max: float = 50.0, S_noise: float = 1.0, grid="edm", t_min=None, rho: float | None = None,
                    denoise: bool = False, lower_order_final: bool = False, return_info: bool = False,
                    return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""EDM Alg. 2: at step n, "churn" the noise up to :math:`\hat\sigma = \tilde\sigma_n(1+\gamma_n)`,

@@ -60,7 +60,7 @@ def langevin_corrector_step(x, score, z, snr, a, sigma=None, rule: str = "snr"):
 
 
 def pc(key, score_fn, sde, shape, *, steps: int = 1000, predictor: str = "reverse_diffusion", snr: float = 0.16,
-       corrector_steps: int = 1, step_size: str = "sigma", grid="uniform", t_min=None, rho: float = 7.0, denoise: bool = False,
+       corrector_steps: int = 1, step_size: str = "sigma", grid="uniform", t_min=None, rho: float | None = None, denoise: bool = False,
        final_noise: bool = False, return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""Predictor-corrector sampler (score_sde Alg. 2/3).
 
@@ -118,7 +118,7 @@ def pc(key, score_fn, sde, shape, *, steps: int = 1000, predictor: str = "revers
 
 
 def annealed_langevin(key, score_fn, sde, shape, *, steps: int = 10, n_steps_each: int = 100, step_lr: float = 2e-5,
-                      grid="uniform", t_min=None, rho: float = 7.0, denoise: bool = False, final_noise: bool = True,
+                      grid="uniform", t_min=None, rho: float | None = None, denoise: bool = False, final_noise: bool = True,
                       return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Alg. 1) on the noise ladder
     :math:`\sigma_1 > \dots > \sigma_L` given by the grid's ``ts[1:]`` (``steps`` = L levels, the last at

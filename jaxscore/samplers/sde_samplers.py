@@ -43,7 +43,7 @@ def ancestral_step(sde, x, score, t, t_next, z):
     return ddim_step(sde, x, score, t, t_next, 1.0, z)
 
 
-def euler_maruyama(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float = 7.0,
+def euler_maruyama(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float | None = None,
                    denoise: bool = False, final_noise: bool = False, return_info: bool = False,
                    return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""Euler-Maruyama on the reverse SDE :math:`dx = [f(t)x - g(t)^2 s(x,t)]dt + g(t)d\bar W`:
@@ -65,7 +65,7 @@ def euler_maruyama(key, score_fn, sde, shape, *, steps: int = 1000, grid="unifor
     return _core.finish(x, x0, traj, ts, steps, score_fn, sde, denoise, return_info, return_trajectory)
 
 
-def reverse_diffusion(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float = 7.0,
+def reverse_diffusion(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float | None = None,
                       denoise: bool = False, final_noise: bool = False, return_info: bool = False,
                       return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""score_sde's reverse-diffusion predictor: with the forward discretisation
@@ -126,7 +126,7 @@ def _ddim_loop(key, score_fn, sde, shape, *, steps, grid, t_min, rho, denoise, e
     return _core.finish(x, x0, traj, ts, steps, score_fn, sde, denoise, return_info, return_trajectory)
 
 
-def ancestral(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float = 7.0,
+def ancestral(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float | None = None,
               denoise: bool = False, final_noise: bool = False, return_info: bool = False,
               return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""Ancestral sampling: draw :math:`x_{t_{n+1}} \sim q(x_{t_{n+1}} | x_{t_n}, \hat x_0)`, the exact Gaussian

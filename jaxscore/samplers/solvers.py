@@ -32,7 +32,7 @@ HISTORY = 3  # number of stored x0-predictions (enough for third order + UniC)
 
 
 def ddim(key, score_fn, sde, shape, *, steps: int = 50, eta: float = 0.0, grid="uniform", t_min=None,
-         rho: float = 7.0, denoise: bool = False, final_noise: bool = False, return_info: bool = False,
+         rho: float | None = None, denoise: bool = False, final_noise: bool = False, return_info: bool = False,
          return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""DDIM (see :func:`jaxscore.samplers.sde_samplers.ddim_step`): ``eta = 0`` is deterministic and
     equals first-order DPM-Solver(++) on the probability-flow ODE; ``eta = 1`` is ancestral (DDPM).
@@ -128,7 +128,7 @@ def _dpmpp_update(g, n, order, x, hist, z):
     return _combine(cx, x, coefs, hist)
 
 
-def dpmpp_2m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min=None, rho: float = 7.0,
+def dpmpp_2m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min=None, rho: float | None = None,
              denoise: bool = False, lower_order_final: bool = True, return_info: bool = False,
              return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), data prediction, one score evaluation per step:
@@ -144,7 +144,7 @@ def dpmpp_2m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min
                       return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init, update=_dpmpp_update)
 
 
-def dpmpp_3m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min=None, rho: float = 7.0,
+def dpmpp_3m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min=None, rho: float | None = None,
              denoise: bool = False, lower_order_final: bool = True, return_info: bool = False,
              return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""DPM-Solver++(3M): third-order multistep in data prediction (warm-up orders 1, 2; with
@@ -180,7 +180,7 @@ def _dpmpp_2m_sde_update(g, n, order, x, hist, z):
     return _combine(cx, x, coefs, hist) + sigma_t * jnp.sqrt(phi) * z
 
 
-def dpmpp_2m_sde(key, score_fn, sde, shape, *, steps: int = 50, grid="logsnr", t_min=None, rho: float = 7.0,
+def dpmpp_2m_sde(key, score_fn, sde, shape, *, steps: int = 50, grid="logsnr", t_min=None, rho: float | None = None,
                  denoise: bool = False, lower_order_final: bool = True, final_noise: bool = False,
                  return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
     r"""DPM-Solver++(2M) SDE variant (Lu et al. 2022; diffusers "midpoint"), for the reverse SDE:
@@ -256,16 +256,18 @@ def _unipc_coefs(g, i_s0, i_t, order, corrector: bool):
 
 
 def unipc(key, score_fn, sde, shape, *, steps: int = 20, order: int = 2, grid="logsnr", t_min=None,
-          rho: float = 7.0, denoise: bool = False, lower_order_final: bool = True, corrector: bool = True,
-          return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
+          rho: float | None = None, denoise: bool = False, lower_order_final: bool = True, corrector: bool = True,
+          final_corrector: bool = False, return_info: bool = False, return_trajectory: bool = False,
+          example_offset=0, x_init=None):
     r"""UniPC (Zhao et al. 2023), data prediction with :math:`B(h) = e^{h} - 1` ("bh2").
 
     At step n: evaluate :math:`m_n = \hat x_0(\tilde x_n, t_n)` at the predicted :math:`\tilde x_n`; the
     UniC corrector (order of the previous predictor step, raised by one through :math:`m_n`) refines
     :math:`x_n` from :math:`x_{n-1}` with no extra evaluation; then the UniP predictor of ``order``
     (2 or 3; warm-up and ``lower_order_final`` lower it) gives :math:`\tilde x_{n+1}`. The last
-    prediction is returned uncorrected (no further evaluation). NFE = steps (+1 with ``denoise``).
-    ``corrector=False`` gives UniP alone.
+    prediction is returned uncorrected (no further evaluation), unless ``final_corrector``: then one
+    more evaluation at ``t_min`` feeds a last UniC step. NFE = steps (+1 with ``final_corrector``,
+    +1 with ``denoise``). ``corrector=False`` gives UniP alone.
     """
     if order not in (1, 2, 3):
         raise ValueError(f"unipc: order must be 1, 2 or 3, got {order!r}.")
@@ -290,5 +292,14 @@ def unipc(key, score_fn, sde, shape, *, steps: int = 20, order: int = 2, grid="l
         x_next = _combine(cx, x, coefs, hist)
         return x_next, x, hist
 
-    (x, _, _), traj = _core.scan_steps(body, (x0, x0, hist0), steps, return_trajectory)
-    return _core.finish(x, x0, traj, ts, steps, score_fn, sde, denoise, return_info, return_trajectory)
+    (x, x_last, hist), traj = _core.scan_steps(body, (x0, x0, hist0), steps, return_trajectory)
+    nfe = steps
+    if final_corrector:
+        t = ts[steps]
+        m_t = sde.denoise(x, call_score(score_fn, x, t), _core.tvec(t, x))
+        cx, coefs, c_t = _unipc_coefs(g, steps - 1, steps, orders[steps - 1], corrector=True)
+        x = _combine(cx, x_last, coefs, hist) + c_t * m_t
+        if return_trajectory:
+            traj = traj.at[-1].set(x)
+        nfe += 1
+    return _core.finish(x, x0, traj, ts, nfe, score_fn, sde, denoise, return_info, return_trajectory)

@@ -1,0 +1,27 @@
+"""MNIST from local IDX files (no download): 28x28, DDPM++ "unet_small", VP SDE.
+
+    jaxscore train --config experiments/configs/mnist.py --workdir runs/mnist --config.data.path=/data/mnist
+
+``data.path`` is a folder holding train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz].
+"""
+
+from jaxscore.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.data.name = "mnist"
+    c.data.path = "data/mnist"
+    c.data.image_size = 28
+    c.model.name = "unet_small"
+    c.model.parameterization = "eps"
+    c.sde.name = "vp"
+    c.loss.name = "continuous_dsm"
+    c.training.batch_size = 128
+    c.training.n_iters = 100000
+    c.training.eval_every = 5000
+    c.training.checkpoint_every = 5000
+    c.optim.lr = 2e-4
+    c.optim.warmup = 1000
+    c.sampling.num_samples = 64
+    return c
