@@ -174,6 +174,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed.coordinator_address = None  # "host:port"; None lets JAX auto-detect (TPU pods, SLURM)
     c.distributed.num_processes = None
     c.distributed.process_id = None
+    c.distributed.local_device_ids = None  # e.g. [0, 1] when several processes share a host's GPUs
     c.distributed.cpu_collectives = None  # "gloo" for multi-process CPU runs
 
     c.sampling = ml_collections.ConfigDict()

@@ -176,8 +176,9 @@ def _image_report(config, workdir, data, score_fn, sde, key, step) -> dict:
 
 def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False):
     """Train (or resume) the run described by ``config`` in ``workdir``; write pictures and metrics."""
-    from jaxscore.train import Hook, train
+    from jaxscore.train import Hook, maybe_initialize_distributed, train
 
+    maybe_initialize_distributed(config)  # before anything touches devices (process_index, PRNG keys)
     workdir = os.path.abspath(workdir)
     data = load_data(config)
     sde = build_sde(config.sde)
@@ -192,7 +193,12 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
         key = jax.random.key(10_000 + int(config.seed))
         vals = [eval_loss(state.ema_params, jax.random.fold_in(key, i), test_batch_fn(i))
                 for i in range(int(config.eval.heldout_batches))]
-        return {"loss": float(np.mean([float(v[0] if isinstance(v, tuple) else v) for v in vals]))}
+        local = np.mean([float(v[0] if isinstance(v, tuple) else v) for v in vals])
+        if jax.process_count() > 1:  # every process scored its own rows of the held-out batches
+            from jax.experimental import multihost_utils
+
+            local = np.mean(multihost_utils.process_allgather(np.float32(local)))
+        return {"loss": float(local)}
 
     def report(state, step):
         if jax.process_index() != 0:

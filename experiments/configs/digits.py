@@ -17,9 +17,10 @@ def get_config(sde: str = "vp"):
     c.data.image_size = 8
     c.data.random_flip = False  # digits are not mirror-symmetric
     c.model.name = "unet_tiny"
-    c.training.batch_size = 128
+    c.model.ch = 16  # 190k parameters: ~65 ms per step at batch 64 on 2 CPU cores
+    c.training.batch_size = 64
     c.training.n_iters = 3000
-    c.training.steps_per_call = 50
+    c.training.steps_per_call = 1  # XLA:CPU runs convolutions ~9x slower inside lax.scan (876 vs 93 ms/step)
     c.training.log_every = 100
     c.training.eval_every = 1000
     c.training.checkpoint_every = 500
@@ -32,7 +33,10 @@ def get_config(sde: str = "vp"):
     c.eval.heldout_batches = 1
     if sde == "vp":
         c.sde.name = "vp"
-        c.model.parameterization = "eps"
+        # EDM preconditioning on the VP SDE. With plain eps-prediction this 3000-step run gives
+        # good Euler-Maruyama samples, but the probability-flow ODE samplers (DDIM, DPM-Solver++,
+        # Heun) blow up (sample std 1.15 vs data 0.75, max |x| 12.7); preconditioned: std 0.747.
+        c.model.parameterization = "edm"
         c.loss.name = "continuous_dsm"
     elif sde == "ve":
         c.sde.name = "ve"

@@ -55,7 +55,7 @@ def maybe_initialize_distributed(config=None) -> bool:
     if jax.distributed.is_initialized():
         return True
     address = cfg_get(config, "distributed.coordinator_address", None)
-    enabled = bool(cfg_get(config, "distributed.enabled", address is not None))
+    enabled = bool(cfg_get(config, "distributed.enabled", False)) or address is not None
     if not enabled:
         return False
     cpu_coll = cfg_get(config, "distributed.cpu_collectives", None)
@@ -188,9 +188,17 @@ class Parallel:
 
     # ---- views of the state ----------------------------------------------------------
     def unreplicate(self, state):
-        if self.mode != "pmap":
-            return state
-        return jax.tree.map(lambda x: x.addressable_data(0)[0], state)
+        """The state as this process's own single-program arrays.
+
+        pmap: replica 0's copy. sharded over several processes: the local copy of each
+        replicated array, so hooks can run ordinary ``jit`` code on one process without
+        entering a cross-process computation. Otherwise: unchanged.
+        """
+        if self.mode == "pmap":
+            return jax.tree.map(lambda x: x.addressable_data(0)[0], state)
+        if self.mode == "sharded" and jax.process_count() > 1:
+            return jax.tree.map(lambda x: x.addressable_data(0), state)
+        return state
 
     def to_checkpoint(self, state):
         if self.mode != "pmap":

@@ -151,4 +151,9 @@ def multi_step(
     def body(carry, batch):
         return train_step(carry, batch, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, axis_name=axis_name)
 
+    if ks == {1}:
+        # No loop for one step: XLA:CPU runs convolutions several times slower inside a
+        # while-loop body (measured 876 vs 93 ms per U-Net step on 2 cores).
+        state, metrics = body(state, jax.tree.map(lambda x: x[0], batches))
+        return state, jax.tree.map(lambda m: m[None], metrics)
     return lax.scan(body, state, batches)
