@@ -1,19 +1,21 @@
 """Benchmark the training system.
 
 1. Train-step throughput vs the bare forward+backward of the same model and loss
-   (``lax.scan`` over K steps of ``value_and_grad`` only), ratio = bare time / train time
-   (target >= 0.9: the optimizer, EMA, clipping and non-finite guard cost <= ~10%);
-2. compile time of the K-step train call; process peak RSS (``resource.getrusage``);
+   (``value_and_grad`` only, same batches; a ``lax.scan`` over them when K > 1),
+   ratio = bare time / train time (target >= 0.9: optimizer, EMA, clipping and the
+   non-finite guard cost <= ~10%);
+2. compile time of the train call; peak memory as XLA plans it (arguments + outputs +
+   temporaries - donated buffers) for the train step and for the bare fwd+bwd;
 3. the same train step in ``pmap`` and ``sharded`` mode on 8 fake CPU devices vs one device
    (same global batch; on a CPU the fake devices share the cores, so this measures the
    overhead of the parallel wrappers, not a speed-up);
 4. checkpoint: async save (time until training can continue) and a resume
    (a new ``Checkpointer`` + ``restore_latest`` of the whole TrainState).
 
-Models: ``mlp_toy`` (ScoreMLP 3x128, 2-D data, batch 512) and, when ``jaxscore.models``
-is present, ``unet_tiny`` (DDPM++ ch=32 on 8x8x1 "digits"-sized images, batch 64).
-Loss: continuous-time denoising score matching, eps-parameterisation, VP SDE (written
-inline here so the benchmark measures the train system, not a loss implementation).
+Models: ``mlp_toy`` (ScoreMLP 3x128, 2-D data, batch 512, inline eps-DSM loss, 20 steps
+per call); ``digits`` and ``cifar10_ddpmpp``: the networks and losses of
+``experiments/configs/digits.py`` (batch 64) and ``cifar10_ddpmpp.py`` (batch 8 on a CPU),
+built exactly as ``jaxscore train`` builds them, one step per call.
 
     python experiments/benchmarks/train.py            # full
     python experiments/benchmarks/train.py --quick    # smoke run
@@ -24,6 +26,7 @@ Writes experiments/benchmarks/results/train.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -45,41 +48,31 @@ from jax import lax  # noqa: E402
 
 from jaxscore.sde import VPSDE  # noqa: E402
 from jaxscore.train import Checkpointer, init_train_state, make_optimizer, make_parallel  # noqa: E402
+from jaxscore.train.step import multi_step  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train.json")
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def _models(quick: bool):
-    specs = []
-    try:
-        from jaxscore.models import build_model
+def _config_problem(config_file: str, shape):
+    """``(init_fn, loss_fn)`` exactly as ``jaxscore train --config experiments/configs/<file>`` builds them."""
+    from jaxscore import experiment
+    from jaxscore.config import load_config
 
-        specs.append(("mlp_toy", build_model("mlp_toy"), (2,), 512, None))
-        # a U-Net step is ~100x an MLP step on a CPU: fewer steps per call
-        specs.append(("unet_tiny", build_model("unet_tiny"), (8, 8, 1), 64, 4))
-    except Exception as err:  # pragma: no cover - models not available
-        import flax.linen as nn
-
-        print(f"jaxscore.models unavailable ({err}); using a local MLP")
-
-        class MLP(nn.Module):
-            @nn.compact
-            def __call__(self, x, t, train=False):
-                h = jnp.concatenate([x, t[:, None]], -1)
-                for _ in range(3):
-                    h = nn.silu(nn.Dense(128)(h))
-                return nn.Dense(x.shape[-1])(h)
-
-        specs.append(("local_mlp", MLP(), (2,), 512, None))
-    return specs
+    cfg = load_config(os.path.join(CONFIGS, config_file))
+    model = experiment.build_model(cfg.model, ignore_unknown=True)
+    loss_fn = experiment.make_loss_fn(cfg, model, experiment.build_sde(cfg.sde))
+    return experiment.make_init_fn(model, shape), loss_fn
 
 
-def _problem(model, shape):
-    """``(init_fn, loss_fn)`` for ``model`` on data of per-example ``shape``."""
-    sde = VPSDE()
+def _mlp_problem():
+    """ScoreMLP preset on 2-D data with an inline eps-prediction DSM loss (VP SDE)."""
+    from jaxscore.models import build_model
+
+    model, sde = build_model("mlp_toy"), VPSDE()
 
     def init_fn(key):
-        return model.init(key, jnp.zeros((1, *shape)), jnp.full((1,), 0.5))
+        return model.init(key, jnp.zeros((1, 2)), jnp.full((1,), 0.5))
 
     def loss_fn(params, key, batch):
         """eps-prediction DSM: E_t,eps ||eps_theta(alpha_t x0 + sigma_t eps, t) - eps||^2."""
@@ -93,14 +86,48 @@ def _problem(model, shape):
     return init_fn, loss_fn
 
 
+def _models(quick: bool):
+    """(name, (init_fn, loss_fn), per-example shape, global batch, steps per call, modes, timed rounds).
+
+    U-Nets run one step per call: XLA:CPU executes convolutions ~9x slower inside a while
+    loop (``lax.scan``; measured 849 vs 85 ms per tiny-U-Net step), so on a CPU the K-step
+    form is used for the MLP only.
+    """
+    specs = [("mlp_toy", _mlp_problem(), (2,), 512, 20, ("single", "pmap", "sharded"), 10)]
+    if quick:
+        return specs
+    specs.append(("digits", _config_problem("digits.py", (8, 8, 1)), (8, 8, 1), 64, 1,
+                  ("single", "pmap", "sharded"), 20))
+    # score_sde's CIFAR-10 DDPM++ (cont.) network; batch 8 instead of 128 so a CPU step takes seconds
+    specs.append(("cifar10_ddpmpp", _config_problem("cifar10_ddpmpp.py", (32, 32, 3)), (32, 32, 3), 8, 1,
+                  ("single",), 3))
+    return specs
+
+
+def _xla_memory_mb(compiled) -> dict:
+    """XLA's memory plan for one compiled call (MiB): arguments, outputs, temporaries, and
+    their sum less donated/aliased buffers as the peak device-memory estimate."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return {}
+    mb = 2.0**20
+    return {
+        "argument_mb": m.argument_size_in_bytes / mb,
+        "output_mb": m.output_size_in_bytes / mb,
+        "temp_mb": m.temp_size_in_bytes / mb,
+        "peak_estimate_mb": (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                             - m.alias_size_in_bytes) / mb,
+    }
+
+
 def _timed(fn):
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     return time.perf_counter() - t0
 
 
-def bench_model(name, model, shape, batch, *, k, repeats, modes):
-    init_fn, loss_fn = _problem(model, shape)
+def bench_model(name, problem, shape, batch, *, k, repeats, modes):
+    init_fn, loss_fn = problem
     tx = make_optimizer(lr=2e-4, warmup=100)
     state = init_train_state(0, init_fn, tx)
     n_params = int(sum(np.size(x) for x in jax.tree.leaves(state.params)))
@@ -108,10 +135,15 @@ def bench_model(name, model, shape, batch, *, k, repeats, modes):
     rng = np.random.default_rng(0)
     host_batches = {"x": rng.uniform(-1, 1, size=(k, batch, *shape)).astype(np.float32)}
     out = {"params": n_params, "state_mb": state_bytes / 2**20, "batch": batch, "steps_per_call": k}
+    abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
 
-    # bare forward+backward: the same scan over K batches, value_and_grad only
+    # bare forward+backward of the same loss on the same batches, value_and_grad only
+    # (a scan over the K batches when K > 1, exactly the structure of the K-step train call)
     @jax.jit
     def bare(params, key, batches):
+        if k == 1:
+            return jax.value_and_grad(loss_fn)(params, jax.random.fold_in(key, 0), jax.tree.map(lambda x: x[0], batches))
+
         def body(acc, xs):
             i, b = xs
             loss, g = jax.value_and_grad(loss_fn)(params, jax.random.fold_in(key, i), b)
@@ -152,6 +184,11 @@ def bench_model(name, model, shape, batch, *, k, repeats, modes):
              "median_ms_per_step": 1e3 * float(np.median(times[mode])) / k}
         )
     out["ratio_bare_over_train_single"] = out["bare_ms_per_step"] / out["single"]["ms_per_step"]
+    step_fn = jax.jit(functools.partial(multi_step, loss_fn=loss_fn, tx=tx, ema_rate=0.9999), donate_argnums=0)
+    out["xla_memory"] = {
+        "bare": _xla_memory_mb(bare.lower(params, key, dev_batches).compile()),
+        "train_step_single": _xla_memory_mb(step_fn.lower(abstract_state, dev_batches).compile()),
+    }
     for mode in modes:
         if mode != "single":
             out[f"{mode}_over_single_time"] = out[mode]["ms_per_step"] / out["single"]["ms_per_step"]
@@ -196,10 +233,8 @@ def bench_model(name, model, shape, batch, *, k, repeats, modes):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small run (fewer repeats, MLP only)")
-    p.add_argument("--models", nargs="*", default=None, help="only these models (mlp_toy, unet_tiny)")
+    p.add_argument("--models", nargs="*", default=None, help="only these models (mlp_toy, digits, cifar10_ddpmpp)")
     args = p.parse_args(argv)
-    k = 5 if args.quick else 20
-    repeats = 3 if args.quick else 10
     results = {
         "device": str(jax.devices()[0].device_kind),
         "n_devices": jax.device_count(),
@@ -209,31 +244,36 @@ def main(argv=None):
         "quick": args.quick,
         "models": {},
     }
-    specs = _models(args.quick)
-    if args.quick:
-        specs = specs[:1]
-    for name, model, shape, batch, k_model in specs:
+    if os.path.exists(RESULTS) and args.models:  # keep the other models' figures from an earlier run
+        with open(RESULTS) as f:
+            results["models"] = json.load(f).get("models", {})
+    for name, problem, shape, batch, k, modes, repeats in _models(args.quick):
         if args.models and name not in args.models:
             continue
-        kk = min(k, k_model or k)
-        reps = repeats if k_model is None else max(2, repeats // 3)
-        print(f"== {name}: data {shape}, batch {batch}, {kk} steps/call, {reps} timed rounds", flush=True)
-        r = bench_model(name, model, shape, batch, k=kk, repeats=reps, modes=("single", "pmap", "sharded"))
+        if args.quick:
+            k, repeats = min(k, 5), 3
+        print(f"== {name}: data {shape}, batch {batch}, {k} steps/call, {repeats} timed rounds", flush=True)
+        r = bench_model(name, problem, shape, batch, k=k, repeats=repeats, modes=modes)
         results["models"][name] = r
         c = r["checkpoint"]
+        par_line = " | ".join(
+            f"{m} x{r[m]['devices']} {r[m]['ms_per_step']:.2f} ms/step ({r[f'{m}_over_single_time']:.2f}x single)"
+            for m in modes if m != "single"
+        )
+        mem = r["xla_memory"]
         print(
             f"  params {r['params']:,}  state {r['state_mb']:.2f} MiB\n"
             f"  bare fwd+bwd {r['bare_ms_per_step']:.2f} ms/step | train step (single) "
             f"{r['single']['ms_per_step']:.2f} ms/step -> ratio {r['ratio_bare_over_train_single']:.3f}\n"
-            f"  pmap x{r['pmap']['devices']} {r['pmap']['ms_per_step']:.2f} ms/step "
-            f"({r['pmap_over_single_time']:.2f}x single) | sharded x{r['sharded']['devices']} "
-            f"{r['sharded']['ms_per_step']:.2f} ms/step ({r['sharded_over_single_time']:.2f}x single)\n"
-            f"  compile (first call): single {r['single']['first_call_s(compile)']:.1f} s, "
-            f"pmap {r['pmap']['first_call_s(compile)']:.1f} s, sharded {r['sharded']['first_call_s(compile)']:.1f} s\n"
+            + (f"  {par_line}\n" if par_line else "")
+            + f"  compile (first call): " + ", ".join(f"{m} {r[m]['first_call_s(compile)']:.1f} s" for m in modes) + "\n"
+            f"  XLA peak memory estimate: train step {mem['train_step_single'].get('peak_estimate_mb', float('nan')):.1f} MiB, "
+            f"bare fwd+bwd {mem['bare'].get('peak_estimate_mb', float('nan')):.1f} MiB\n"
             f"  checkpoint: async save blocks training {r['async_save_blocking_s(steady)'] * 1e3:.0f} ms "
             f"(first save {c['async_save_blocking_s(first, incl. fingerprint compile)']:.2f} s), committed after "
             f"{r['save_committed_s(steady)'] * 1e3:.0f} ms; resume (restore + verify) cold "
-            f"{c['resume_restore_s(cold)']:.2f} s, warm {c['resume_restore_s(warm)'] * 1e3:.0f} ms"
+            f"{c['resume_restore_s(cold)']:.2f} s, warm {c['resume_restore_s(warm)'] * 1e3:.0f} ms",
+            flush=True,
         )
         r["peak_rss_mb_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         _write(results)  # after every model, so a long run that is stopped keeps what it measured
