@@ -77,6 +77,7 @@ def log_likelihood(
     max_steps: int = 4096,
     chunk_size: int | None = None,
     adjoint: diffrax.AbstractAdjoint | None = None,
+    prior_log_prob: Callable[[jax.Array], jax.Array] | None = None,
     return_info: bool = False,
 ):
     r""":math:`\log p_{t_{min}}(x)` in nats per example via the probability-flow ODE.
@@ -102,9 +103,15 @@ def log_likelihood(
       chunk_size: basis vectors per JVP batch for the exact divergence (memory knob).
       adjoint: diffrax adjoint. Default ``diffrax.ForwardMode()`` (evaluation; ``jax.jvp`` works);
         pass ``diffrax.RecursiveCheckpointAdjoint()`` to take ``jax.grad`` of the log-likelihood.
+      prior_log_prob: ``z: [B, *D] -> [B]``, the log-density used for the latent at T. Default
+        ``sde.prior_log_prob`` (the SDE's :math:`N(0, \sigma_T^2 I)`, as score_sde). The true
+        terminal marginal :math:`p_T` differs from it (for VP, :math:`p_T = N(\alpha_T\mu, \ldots)`
+        with :math:`\alpha_T \approx 7\cdot 10^{-3}`); pass the exact :math:`\log p_T` when it is
+        known (e.g. ``lambda z: mix.log_prob_t(z, T * ones, sde)`` for a toy mixture) to remove that
+        mismatch from the estimate.
       return_info: also return a dict with ``nfe`` (scalar, max over the batch),
         ``nfe_per_example`` [B], ``num_steps`` [B], ``z`` (latent at T) [B, *D],
-        ``prior_logp`` [B] and ``delta_logp`` [B].
+        ``prior_logp`` [B] (``prior_log_prob(z)``) and ``delta_logp`` [B].
 
     Returns:
       log-likelihood [B] (nats), or ``(logp, info)``.
@@ -114,13 +121,15 @@ def log_likelihood(
     _check_choice("probe", probe, PROBES)
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes: expected a positive int, got {num_probes!r}.")
+    if prior_log_prob is not None and not callable(prior_log_prob):
+        raise TypeError(f"prior_log_prob: expected None or a callable z: [B, *D] -> [B], got {type(prior_log_prob).__name__}.")
     t_min = resolve_t_min(sde, t_min)
     steps = check_steps(steps)
     make_solver(solver, adaptive=steps is None)
     logp, info = _log_likelihood_impl(
         key, score_fn, sde, x, divergence=divergence, probe=probe, num_probes=num_probes,
         solver=solver, rtol=rtol, atol=atol, t_min=t_min, steps=steps, max_steps=int(max_steps),
-        chunk_size=chunk_size, adjoint=adjoint,
+        chunk_size=chunk_size, adjoint=adjoint, prior_log_prob=prior_log_prob,
     )
     return (logp, info) if return_info else logp
 
@@ -132,7 +141,7 @@ def _check_choice(name, value, allowed):
 
 @eqx.filter_jit
 def _log_likelihood_impl(key, score_fn, sde, x, *, divergence, probe, num_probes, solver, rtol, atol,
-                         t_min, steps, max_steps, chunk_size, adjoint):
+                         t_min, steps, max_steps, chunk_size, adjoint, prior_log_prob=None):
     adaptive = steps is None
     solver_obj = make_solver(solver, adaptive=adaptive)
     data_shape = x.shape[1:]
@@ -164,7 +173,13 @@ def _log_likelihood_impl(key, score_fn, sde, x, *, divergence, probe, num_probes
         return z[-1], delta[-1], sol.stats["num_steps"]
 
     z, delta, num_steps = jax.vmap(solve_one)(x, per_example_keys(key, x.shape[0]))
-    prior_logp = sde.prior_log_prob(z)
+    if prior_log_prob is None:
+        prior_logp = sde.prior_log_prob(z)
+    else:
+        prior_logp = jnp.asarray(prior_log_prob(z))
+        if prior_logp.shape != (x.shape[0],):
+            raise ValueError(f"prior_log_prob: expected output of shape [B] = ({x.shape[0]},), got {prior_logp.shape}.")
+        prior_logp = prior_logp.astype(dtype)
     nfe = nfe_from_stats(solver, num_steps, adaptive=adaptive)
     info = {
         "nfe": jnp.max(nfe),

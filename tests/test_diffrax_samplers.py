@@ -227,3 +227,147 @@ def test_bad_arguments_raise(setup):
         sde_sampler(key, sf, sde, (4, 2), solver="tsit5")
     with pytest.raises(ValueError, match="steps"):
         sde_sampler(key, sf, sde, (4, 2), steps=None)
+
+
+# --- time grids for fixed steps, trajectories and dtypes -----------------------------------
+
+GAUSS_MU, GAUSS_SD = np.array([1.0, -0.5]), np.array([0.3, 1.5])
+
+
+def gaussian_score(sde):
+    """Exact score of p_t for p_0 = N(mu, diag sd^2): -(x - alpha mu) / (alpha^2 sd^2 + sigma^2)."""
+
+    def score_fn(x, t):
+        alpha, sigma = sde.marginal_coefs(t)
+        var = alpha[:, None] ** 2 * GAUSS_SD**2 + sigma[:, None] ** 2
+        return -(x - alpha[:, None] * GAUSS_MU) / var
+
+    return score_fn
+
+
+def exact_flow(sde, x_T, t_T, t_0):
+    """The probability-flow map of the Gaussian: affine, x_t - alpha_t mu scales with std_t."""
+    (a_T, s_T), (a_0, s_0) = sde.marginal_coefs(t_T), sde.marginal_coefs(t_0)
+    std = lambda a, s: jnp.sqrt(a**2 * GAUSS_SD**2 + s**2)  # noqa: E731
+    return a_0 * GAUSS_MU + std(a_0, s_0) / std(a_T, s_T) * (x_T - a_T * GAUSS_MU)
+
+
+def test_ode_fixed_steps_on_a_named_grid(setup):
+    """steps=N with grid="logsnr_power": the trajectory is saved at the grid's times and the result
+    follows the closed-form flow of a Gaussian (16 Heun steps in x: bound 0.05; the slow test below
+    measured 0.004 - 0.04 over the grids)."""
+    from jaxscore.samplers.grids import time_grid
+
+    sde = setup[0]
+    steps = 16
+    x, info = ode_sampler(jax.random.key(0), gaussian_score(sde), sde, (64, 2), solver="heun", steps=steps,
+                          grid="logsnr_power", return_trajectory=True)
+    ts = time_grid(sde, steps, "logsnr_power")
+    np.testing.assert_allclose(info["ts"], ts, rtol=1e-5)
+    np.testing.assert_allclose(info["grid"], ts, rtol=1e-5)
+    np.testing.assert_array_equal(info["trajectory"][-1], x)
+    assert int(info["nfe"]) == 2 * steps
+    assert float(jnp.max(jnp.abs(x - exact_flow(sde, info["x_T"], ts[0], ts[-1])))) < 0.05
+
+
+@pytest.mark.slow
+def test_ode_fixed_steps_on_every_grid(setup):
+    """Every grid (as an explicit array: one compile) is honoured: trajectory at its times, result
+    close to the closed-form flow. Max errors of 16 Heun steps in x (measured): uniform 0.030, logsnr
+    0.027, edm 0.038, power 0.0036; bound 0.05 for all. The power grid is 8x better than the uniform
+    one at the same cost (the test asks 4x)."""
+    from jaxscore.samplers.grids import GRIDS, time_grid
+
+    sde = setup[0]
+    sf = gaussian_score(sde)
+    steps = 16
+    run = jax.jit(lambda g: ode_sampler(jax.random.key(0), sf, sde, (64, 2), solver="heun", steps=steps, grid=g,
+                                        return_trajectory=True))
+    errors = {}
+    for name in GRIDS:
+        ts = time_grid(sde, steps, name)
+        x, info = run(ts)
+        np.testing.assert_array_equal(info["ts"], ts)
+        np.testing.assert_array_equal(info["grid"], ts)
+        np.testing.assert_array_equal(info["trajectory"][-1], x)
+        errors[name] = float(jnp.max(jnp.abs(x - exact_flow(sde, info["x_T"], ts[0], ts[-1]))))
+    assert max(errors.values()) < 0.05, errors
+    assert errors["power"] < errors["uniform"] / 4, errors
+
+
+def test_sde_grid_trajectory_denoise(setup):
+    """sde_sampler on a logSNR grid: trajectory at the grid's times (in t, from T down), starting at
+    x_T, ending at the pre-denoising state; Tweedie denoising costs one more NFE. (The slow test
+    below: an int K saves K states uniform in t; the grid changes the samples.)"""
+    from jaxscore.samplers.grids import time_grid
+
+    sde, _, sf = setup
+    steps = 6
+    x, info = sde_sampler(jax.random.key(1), sf, sde, (8, 2), steps=steps, grid="logsnr", denoise=True,
+                          return_trajectory=True)
+    ts = time_grid(sde, steps, "logsnr")
+    traj = info["trajectory"]
+    assert traj.shape == (steps + 1, 8, 2) and x.dtype == traj.dtype == jnp.float32
+    np.testing.assert_allclose(info["ts"], ts, rtol=1e-6)
+    np.testing.assert_allclose(info["grid"], ts, rtol=1e-6)
+    np.testing.assert_array_equal(traj[0], info["x_T"])
+    t = jnp.full((8,), sde.t_min)
+    np.testing.assert_allclose(x, sde.denoise(traj[-1], sf(traj[-1], t), t), rtol=1e-5, atol=1e-5)
+    assert int(info["nfe"]) == steps + 1
+
+
+@pytest.mark.slow
+def test_sde_trajectory_points_and_grid_effect(setup):
+    sde, _, sf = setup
+    steps = 6
+    x, info = sde_sampler(jax.random.key(1), sf, sde, (8, 2), steps=steps, grid="logsnr", denoise=True,
+                          return_trajectory=True)
+    _, info3 = sde_sampler(jax.random.key(1), sf, sde, (8, 2), steps=steps, grid="logsnr", return_trajectory=3)
+    assert info3["trajectory"].shape == (3, 8, 2)
+    np.testing.assert_allclose(info3["ts"], [sde.T, 0.5 * (sde.T + sde.t_min), sde.t_min], rtol=1e-6)
+    np.testing.assert_array_equal(info3["trajectory"][0], info["x_T"])
+    # the grid matters: same noise keys, different steps, different samples
+    x_uniform = sde_sampler(jax.random.key(1), sf, sde, (8, 2), steps=steps, denoise=True)
+    assert float(jnp.max(jnp.abs(x_uniform - x))) > 1e-3
+
+
+def test_float64_under_x64(setup):
+    """With jax_enable_x64 the diffrax samplers work in float64 (prior draw, Brownian path, grid),
+    as the fixed-step samplers do."""
+    sde, _, sf = setup
+    with jax.enable_x64(True):
+        x, info = sde_sampler(jax.random.key(1), sf, sde, (4, 2), steps=3, grid="edm", return_trajectory=True)
+        assert x.dtype == info["trajectory"].dtype == info["x_T"].dtype == jnp.float64
+        y, info = ode_sampler(jax.random.key(1), sf, sde, (4, 2), solver="euler", steps=3, grid="power",
+                              return_info=True)
+        assert y.dtype == info["x_T"].dtype == info["grid"].dtype == jnp.float64
+
+
+def test_sde_on_a_grid_samples_the_gaussian(setup):
+    """Reverse SDE (Euler-Maruyama, 60 steps on the logsnr_power grid) with the exact score of
+    N(mu, diag sd^2): sample mean and std against the exact p_{t_min}. Tolerance: 4 Monte-Carlo
+    standard errors (sd/sqrt(n) for the mean, sd/sqrt(2n) for the std) plus a discretisation
+    allowance of 3% of sd (Euler-Maruyama's weak error at 60 steps; measured ~1%)."""
+    sde = setup[0]
+    n = 4096
+    x = np.asarray(sde_sampler(jax.random.key(2), gaussian_score(sde), sde, (n, 2), steps=60, grid="logsnr_power"),
+                   np.float64)
+    alpha, sigma = (float(v) for v in sde.marginal_coefs(jnp.asarray(sde.t_min)))
+    sd = np.sqrt(alpha**2 * GAUSS_SD**2 + sigma**2)
+    np.testing.assert_array_less(np.abs(x.mean(0) - alpha * GAUSS_MU), 4 * sd / np.sqrt(n) + 0.03 * sd)
+    np.testing.assert_array_less(np.abs(x.std(0, ddof=1) - sd), 4 * sd / np.sqrt(2 * n) + 0.03 * sd)
+
+
+def test_grid_arguments_checked(setup):
+    sde, _, sf = setup
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="fixed steps"):
+        ode_sampler(key, sf, sde, (4, 2), grid="logsnr")  # adaptive
+    with pytest.raises(ValueError, match="fixed steps"):
+        ode_sampler(key, sf, sde, (4, 2), rho=3.0)
+    with pytest.raises(ValueError, match="grid"):
+        sde_sampler(key, sf, sde, (4, 2), steps=4, grid="cosine")
+    with pytest.raises(ValueError, match="grid"):
+        ode_sampler(key, sf, sde, (4, 2), steps=4, solver="euler", grid=jnp.linspace(1.0, 0.1, 4))  # 3 steps
+    with pytest.raises(ValueError, match="return_trajectory"):
+        sde_sampler(key, sf, sde, (4, 2), steps=4, return_trajectory=1)

@@ -71,6 +71,9 @@ def test_grid_spacings(sde_name):
     root = np.asarray(time_grid(sde, 8, "power", rho=1.5), np.float64) ** (1 / 1.5)
     np.testing.assert_allclose(np.diff(root), np.full(8, (root[-1] - root[0]) / 8), rtol=1e-4)
     np.testing.assert_allclose(time_grid(sde, 8, "power", rho=1.0), time_grid(sde, 8, "uniform"), rtol=1e-5)
+    # logsnr_power: log-SNR halfway between the logsnr and power grids' (interior points)
+    lam = lambda g: np.asarray(sde.log_snr(time_grid(sde, 8, g, rho=2.5 if g != "logsnr" else None)), np.float64)  # noqa: E731
+    np.testing.assert_allclose(lam("logsnr_power")[1:-1], 0.5 * (lam("logsnr") + lam("power"))[1:-1], rtol=1e-3)
 
 
 def test_grid_errors_and_explicit_grid():
@@ -340,6 +343,8 @@ def _check_ring(name, sde_name, steps, n=4000, **opts):
 
 FAST_RING = [
     ("euler_maruyama", "vp", 150, {}),
+    # VE ancestral (score_sde's ancestral predictor for SMLD); VP / sub-VP ancestral (DDPM) are in SLOW_RING
+    ("ancestral", "ve", 100, {}),
     ("unipc", "ve", 30, {}),
     ("heun", "subvp", 25, {}),
 ]
@@ -364,6 +369,9 @@ SLOW_RING = [
     ("dpmpp_2m", "vp", 20, {"grid": "power", "rho": 1.75}), ("unipc", "subvp", 20, {"grid": "power"}),
     # diffrax samplers (jaxscore.samplers.diffrax_samplers), through the same dispatcher
     ("ode", "vp", None, {}), ("ode", "ve", 40, {"solver": "heun"}), ("sde", "vp", 200, {}),
+    ("ode", "vp", 20, {"solver": "heun", "grid": "logsnr_power"}), ("sde", "ve", 200, {"grid": "logsnr"}),
+    # the benchmark's 10/20-NFE configuration
+    ("unipc", "vp", 20, {"grid": "logsnr_power", "t_min": 5e-3}),
 ]
 
 

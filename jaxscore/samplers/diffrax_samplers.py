@@ -41,6 +41,9 @@ import jax
 import jax.numpy as jnp
 import lineax
 
+from jaxscore.samplers._core import float_dtype
+from jaxscore.samplers.grids import GRIDS, time_grid
+
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 ODE_SOLVERS = ("tsit5", "dopri5", "heun", "euler")
@@ -87,17 +90,19 @@ def check_steps(steps) -> int | None:
     return steps
 
 
-def step_controller(t0, t1, *, steps: int | None, rtol: float, atol: float):
+def step_controller(t0, t1, *, steps: int | None, rtol: float, atol: float, ts: jax.Array | None = None):
     """``(controller, dt0)``: PID (adaptive, rtol/atol) when ``steps`` is None, else ``StepTo``
-    on the uniform grid of ``steps + 1`` times from ``t0`` to ``t1`` (exactly ``steps`` steps,
-    no float accumulation of a constant ``dt``).
+    on ``ts`` (``steps + 1`` times from ``t0`` to ``t1``; default the uniform grid): exactly
+    ``steps`` steps, no float accumulation of a constant ``dt``.
 
     The adaptive solve starts from ``dt0 = 0.01 (t1 - t0)`` (given explicitly, so no vector-field
     evaluations are spent on step-size selection and the NFE formula is exact; the controller
     adapts from the first step)."""
     if steps is None:
         return diffrax.PIDController(rtol=rtol, atol=atol), _INITIAL_DT_FRACTION * (t1 - t0)
-    return diffrax.StepTo(ts=jnp.linspace(t0, t1, steps + 1)), None
+    if ts is None:
+        ts = jnp.linspace(t0, t1, steps + 1)
+    return diffrax.StepTo(ts=ts), None
 
 
 def nfe_from_stats(solver: str, num_steps: jax.Array, *, adaptive: bool) -> jax.Array:
@@ -126,7 +131,28 @@ def check_shape(shape) -> tuple[int, ...]:
     return shape
 
 
-def _trajectory_times(t0, t1, steps, return_trajectory):
+def check_grid(grid, steps, rho, name: str) -> None:
+    """A non-uniform ``grid`` (or ``rho``) only makes sense with fixed ``steps``."""
+    if steps is None and (not isinstance(grid, str) or grid != "uniform" or rho is not None):
+        raise ValueError(
+            f"{name}: grid={grid if isinstance(grid, str) else 'array'!r} / rho={rho!r} need fixed steps "
+            "(steps=N); adaptive solves (steps=None) choose their own step sizes."
+        )
+    if isinstance(grid, str) and grid not in GRIDS:
+        raise ValueError(f"grid: expected one of {GRIDS} or an array of times, got {grid!r}.")
+
+
+def fixed_grid(sde, steps: int, grid, t_min, rho, dtype) -> jax.Array:
+    """Decreasing times ``[steps + 1]`` from T to ``t_min``: ``"uniform"`` is ``linspace(T, t_min)``
+    (``t_min = 0`` allowed); other grids come from :func:`jaxscore.samplers.grids.time_grid`."""
+    if isinstance(grid, str) and grid == "uniform":
+        return jnp.linspace(jnp.asarray(sde.T, dtype), jnp.asarray(t_min, dtype), steps + 1)
+    return time_grid(sde, steps, grid, t_min=t_min, rho=rho).astype(dtype)
+
+
+def _trajectory_times(t0, t1, steps, return_trajectory, grid_ts=None):
+    if return_trajectory is True and grid_ts is not None:
+        return grid_ts
     if return_trajectory is True:
         num = (steps + 1) if steps is not None else _DEFAULT_TRAJECTORY_POINTS
     else:
@@ -150,8 +176,12 @@ def probability_flow_solve(
     max_steps: int = 4096,
     save_ts: jax.Array | None = None,
     adjoint: diffrax.AbstractAdjoint | None = None,
+    ts: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     r"""Solve the probability-flow ODE from ``t0`` to ``t1`` (either direction), per example.
+
+    Fixed steps (``steps=N``) run on ``ts`` ([N + 1] times from ``t0`` to ``t1``, e.g. from
+    :func:`jaxscore.samplers.grids.time_grid`), default the uniform grid.
 
     x: [B, *D] at time t0 -> (x at t1 [B, *D], info). ``info``: ``nfe`` (scalar: batched
     score evaluations, the max over examples), ``nfe_per_example`` [B], ``num_steps``,
@@ -171,7 +201,12 @@ def probability_flow_solve(
     term = diffrax.ODETerm(vf)
     t0 = jnp.asarray(t0, dtype)
     t1 = jnp.asarray(t1, dtype)
-    controller, dt0 = step_controller(t0, t1, steps=steps, rtol=rtol, atol=atol)
+    if ts is not None:
+        if adaptive or ts.shape != (steps + 1,):
+            raise ValueError(f"ts: expected fixed steps and shape ({steps}+1,), got steps={steps}, shape {ts.shape}.")
+        ts = jnp.asarray(ts, dtype)
+        t0, t1 = ts[0], ts[-1]
+    controller, dt0 = step_controller(t0, t1, steps=steps, rtol=rtol, atol=atol, ts=ts)
     if save_ts is None:
         saveat = diffrax.SaveAt(t1=True)
     else:
@@ -213,6 +248,8 @@ def ode_sampler(
     *,
     solver: str = "tsit5",
     steps: int | None = None,
+    grid="uniform",
+    rho: float | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
     t_min: float | None = None,
@@ -232,7 +269,10 @@ def ode_sampler(
       shape: ``(B, *D)``.
       solver: ``"tsit5"`` (default), ``"dopri5"``, ``"heun"`` or ``"euler"`` (fixed steps only).
       steps: ``None`` -> adaptive PID controller with ``rtol``/``atol`` (per example);
-        ``N`` -> ``N`` fixed steps uniform in t (``diffrax.StepTo``).
+        ``N`` -> ``N`` fixed steps on ``grid`` (``diffrax.StepTo``).
+      grid, rho: time grid of the fixed steps: ``"uniform"`` (default), ``"logsnr"``, ``"edm"``,
+        ``"power"`` (exponent ``rho``) or an explicit decreasing array of ``steps + 1`` times
+        (see :func:`jaxscore.samplers.grids.time_grid`). Adaptive solves refuse any other grid.
       t_min: final time (default ``sde.t_min``).
       denoise: apply Tweedie's :math:`E[x_0|x_{t_{min}}]` at the end (one more NFE).
       return_info: also return ``info`` (see below).
@@ -245,40 +285,51 @@ def ode_sampler(
     Returns:
       samples [B, *D], or ``(samples, info)`` when ``return_info`` or ``return_trajectory``.
       ``info``: ``nfe`` (int: batched score evaluations incl. denoising), ``nfe_per_example`` [B],
-      ``num_steps`` / ``num_accepted_steps`` / ``num_rejected_steps`` [B], ``x_T`` [B, *D].
+      ``num_steps`` / ``num_accepted_steps`` / ``num_rejected_steps`` [B], ``x_T`` [B, *D],
+      ``grid`` [steps + 1] (fixed steps: the step times).
     """
     shape = check_shape(shape)
     t_min = resolve_t_min(sde, t_min)
     steps = check_steps(steps)
     make_solver(solver, adaptive=steps is None)
-    if not (isinstance(return_trajectory, bool) or (isinstance(return_trajectory, int) and return_trajectory >= 2)):
-        raise ValueError(f"return_trajectory: expected a bool or an int >= 2, got {return_trajectory!r}.")
+    check_grid(grid, steps, rho, "ode_sampler")
+    _check_trajectory(return_trajectory)
     x, info = _ode_sampler_impl(
-        key, score_fn, sde, shape, solver=solver, steps=steps, rtol=rtol, atol=atol, t_min=t_min,
-        denoise=bool(denoise), return_trajectory=return_trajectory, max_steps=int(max_steps), adjoint=adjoint,
+        key, score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho, rtol=rtol, atol=atol,
+        t_min=t_min, denoise=bool(denoise), return_trajectory=return_trajectory, max_steps=int(max_steps),
+        adjoint=adjoint,
     )
     if return_info or return_trajectory:
         return x, info
     return x
 
 
+def _check_trajectory(return_trajectory):
+    if not (isinstance(return_trajectory, bool) or (isinstance(return_trajectory, int) and return_trajectory >= 2)):
+        raise ValueError(f"return_trajectory: expected a bool or an int >= 2, got {return_trajectory!r}.")
+
+
 @eqx.filter_jit
-def _ode_sampler_impl(key, score_fn, sde, shape, *, solver, steps, rtol, atol, t_min, denoise,
+def _ode_sampler_impl(key, score_fn, sde, shape, *, solver, steps, grid, rho, rtol, atol, t_min, denoise,
                       return_trajectory, max_steps, adjoint):
+    dtype = float_dtype()
     keys = per_example_keys(key, shape[0])
-    x_T = jax.vmap(lambda k: sde.prior_sample(k, (1, *shape[1:]))[0])(keys)
+    x_T = jax.vmap(lambda k: sde.prior_sample(k, (1, *shape[1:]), dtype)[0])(keys)
+    ts = None if steps is None else fixed_grid(sde, steps, grid, t_min, rho, dtype)
     save_ts = None
     if return_trajectory:
-        save_ts = _trajectory_times(float(sde.T), t_min, steps, return_trajectory)
+        save_ts = _trajectory_times(float(sde.T), t_min, steps, return_trajectory, ts)
     x, info = probability_flow_solve(
         score_fn, sde, x_T, sde.T, t_min, solver=solver, steps=steps, rtol=rtol, atol=atol,
-        max_steps=max_steps, save_ts=save_ts, adjoint=adjoint,
+        max_steps=max_steps, save_ts=save_ts, adjoint=adjoint, ts=ts,
     )
     if denoise:
         x = _denoise(score_fn, sde, x, t_min)
         info["nfe"] = info["nfe"] + 1
         info["nfe_per_example"] = info["nfe_per_example"] + 1
     info["x_T"] = x_T
+    if ts is not None:
+        info["grid"] = ts
     return x, info
 
 
@@ -290,9 +341,12 @@ def sde_sampler(
     *,
     solver: str = "euler",
     steps: int = 1000,
+    grid="uniform",
+    rho: float | None = None,
     t_min: float | None = None,
     denoise: bool = False,
     return_info: bool = False,
+    return_trajectory: bool | int = False,
 ):
     r"""Sample by integrating the reverse-time SDE with diffrax, forward in :math:`s = T - t`:
 
@@ -300,7 +354,8 @@ def sde_sampler(
 
     with :math:`y(0) \sim p_T`. The diffusion enters as a ``lineax.DiagonalLinearOperator``
     (``g(t)`` on every coordinate) against an ``UnsafeBrownianPath`` (fixed steps; about 20x
-    faster than ``VirtualBrownianTree``).
+    faster than ``VirtualBrownianTree``). Arrays are in the default float dtype
+    (``jnp.result_type(float)``: float64 under ``jax_enable_x64``).
 
     Args:
       key: PRNG key. Example i uses ``fold_in(k_prior, i)`` for its prior draw and
@@ -308,12 +363,18 @@ def sde_sampler(
         samples are independent across examples and invariant to the batch size.
       solver: ``"euler"`` (Euler-Maruyama) or ``"heun"`` (stochastic Heun; Stratonovich = Itô
         here because the noise is additive).
-      steps: number of uniform steps in t from T to t_min.
+      steps: number of steps from T to t_min.
+      grid, rho: time grid of the steps in t (``"uniform"`` default, ``"logsnr"``, ``"edm"``,
+        ``"power"``, or an explicit decreasing array of ``steps + 1`` times); the solve runs on
+        ``s = T - grid``.
       denoise: Tweedie denoising at t_min (one more NFE).
+      return_trajectory: ``True`` saves the state at every grid time; an int K at K times uniform
+        in t. Adds ``info["trajectory"]`` [K, B, *D] (from T down to t_min, before denoising) and
+        ``info["ts"]`` [K] (in t).
 
     Returns:
       samples [B, *D], or ``(samples, info)`` with ``nfe`` (int: batched score evaluations),
-      ``num_steps`` [B].
+      ``nfe_per_example``, ``num_steps`` [B], ``x_T`` [B, *D], ``grid`` [steps + 1] (in t).
     """
     shape = check_shape(shape)
     t_min = resolve_t_min(sde, t_min)
@@ -321,19 +382,21 @@ def sde_sampler(
     if steps is None:
         raise ValueError("sde_sampler: steps must be a positive int (adaptive SDE steps are not supported).")
     make_solver(solver, adaptive=False, allowed=SDE_SOLVERS)
-    x, info = _sde_sampler_impl(key, score_fn, sde, shape, solver=solver, steps=steps, t_min=t_min,
-                                denoise=bool(denoise))
-    if return_info:
+    check_grid(grid, steps, rho, "sde_sampler")
+    _check_trajectory(return_trajectory)
+    x, info = _sde_sampler_impl(key, score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho,
+                                t_min=t_min, denoise=bool(denoise), return_trajectory=return_trajectory)
+    if return_info or return_trajectory:
         return x, info
     return x
 
 
 @eqx.filter_jit
-def _sde_sampler_impl(key, score_fn, sde, shape, *, solver, steps, t_min, denoise):
+def _sde_sampler_impl(key, score_fn, sde, shape, *, solver, steps, grid, rho, t_min, denoise, return_trajectory):
     solver_obj = make_solver(solver, adaptive=False, allowed=SDE_SOLVERS)
     data_shape = shape[1:]
     T = float(sde.T)
-    dtype = jnp.float32
+    dtype = float_dtype()
 
     def drift(s, y, args):
         t = jnp.reshape(T - s, (1,)).astype(y.dtype)
@@ -343,28 +406,41 @@ def _sde_sampler_impl(key, score_fn, sde, shape, *, solver, steps, t_min, denois
         g = sde.diffusion(T - s)
         return lineax.DiagonalLinearOperator(jnp.full(data_shape, g, y.dtype))
 
-    s1 = T - t_min
-    controller = diffrax.StepTo(ts=jnp.linspace(0.0, s1, steps + 1, dtype=dtype))
+    ts = fixed_grid(sde, steps, grid, t_min, rho, dtype)  # decreasing in t, ts[0] = T
+    s_grid = (T - ts).at[0].set(0.0)  # increasing in s = T - t
+    s1 = s_grid[-1]
+    controller = diffrax.StepTo(ts=s_grid)
+    if return_trajectory:
+        t_save = _trajectory_times(T, t_min, steps, return_trajectory, ts).astype(dtype)
+        s_save = jnp.clip(T - t_save, 0.0, s1).at[0].set(0.0).at[-1].set(s1)
+        saveat = diffrax.SaveAt(ts=s_save)
+    else:
+        saveat = diffrax.SaveAt(t1=True)
     k_prior, k_bm = jax.random.split(key)
     B = shape[0]
-    y0 = jax.vmap(lambda k: sde.prior_sample(k, (1, *data_shape))[0])(per_example_keys(k_prior, B))
+    y0 = jax.vmap(lambda k: sde.prior_sample(k, (1, *data_shape), dtype)[0])(per_example_keys(k_prior, B))
+    bm_shape = jax.ShapeDtypeStruct(data_shape, dtype)
 
     def solve_one(y0_i, key_i):
-        bm = diffrax.UnsafeBrownianPath(shape=data_shape, key=key_i)
+        bm = diffrax.UnsafeBrownianPath(shape=bm_shape, key=key_i)
         terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
         sol = diffrax.diffeqsolve(
-            terms, solver_obj, 0.0, s1, None, y0_i, stepsize_controller=controller, max_steps=steps,
-            adjoint=diffrax.ForwardMode(),
-            saveat=diffrax.SaveAt(t1=True),
+            terms, solver_obj, jnp.zeros((), dtype), s1, None, y0_i, stepsize_controller=controller,
+            max_steps=steps, adjoint=diffrax.ForwardMode(), saveat=saveat,
         )
-        return sol.ys[-1], sol.stats["num_steps"]
+        return sol.ys, sol.stats["num_steps"]
 
-    x, num_steps = jax.vmap(solve_one)(y0, per_example_keys(k_bm, B))
+    ys, num_steps = jax.vmap(solve_one)(y0, per_example_keys(k_bm, B))
+    x = ys[:, -1]
     nfe = nfe_from_stats(solver, num_steps, adaptive=False)
     if denoise:
         x = _denoise(score_fn, sde, x, t_min)
         nfe = nfe + 1
-    return x, {"nfe": jnp.max(nfe), "nfe_per_example": nfe, "num_steps": num_steps, "x_T": y0}
+    info = {"nfe": jnp.max(nfe), "nfe_per_example": nfe, "num_steps": num_steps, "x_T": y0, "grid": ts}
+    if return_trajectory:
+        info["trajectory"] = jnp.swapaxes(ys, 0, 1)
+        info["ts"] = t_save
+    return x, info
 
 
 __all__ = ["ode_sampler", "sde_sampler", "probability_flow_solve"]
