@@ -1,10 +1,15 @@
 """``jaxscore`` command line: train / sample / likelihood over ml-collections configs.
 
-    jaxscore train --config experiments/configs/toy2d.py --workdir runs/toy2d [--config.training.num_steps=500]
+    jaxscore train --config experiments/configs/toy2d.py --workdir runs/toy2d [--config.training.n_iters=500]
     jaxscore sample --workdir runs/toy2d --sampler dpmpp_2m --steps 20 --num 4096 --out samples.npz
-    jaxscore likelihood --workdir runs/digits --data digits:test --num 256
+    jaxscore sample --workdir runs/toy2d --sampler pc --steps 100 --option snr=0.16 --option corrector_steps=1
+    jaxscore likelihood --workdir runs/digits --data test --num 256
 
-``sample`` and ``likelihood`` use the EMA parameters of the latest checkpoint in the workdir.
+``train`` takes ``--config.a.b=value`` overrides of existing keys (an unknown key or a value of
+the wrong type is an error, exit status 2). ``sample`` and ``likelihood`` use the EMA parameters
+of the latest checkpoint in the workdir; ``sample --option key=value`` (repeatable) passes a
+sampler option, the value parsed as int, float, bool (true/false), None or else a string.
+``likelihood --data`` is ``train``, ``test`` (the run's own dataset) or an ``.npy``/``.npz`` file.
 This is the edge of the library: names (samplers, presets, datasets) are resolved here
 and in :mod:`jaxscore.experiment`, never inside the numerics.
 """
@@ -24,14 +29,48 @@ def _train(args, overrides) -> int:
     return 0
 
 
+def parse_option(item: str) -> tuple[str, object]:
+    """``"key=value"`` -> ``(key, value)`` with value parsed as int, float, bool, None or str."""
+    from jaxscore.config import _parse_value
+
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"--option {item!r}: expected key=value with key a Python identifier.")
+    value = _parse_value(text)
+    if not isinstance(value, (int, float, bool, str, type(None))):
+        value = text  # lists/dicts are not sampler options: keep the text
+    return key, value
+
+
+def _check_sampler_options(sampler: str, options: dict) -> None:
+    """Unknown sampler names/options are a usage error (before loading anything)."""
+    import inspect
+
+    from jaxscore.config import ConfigError
+    from jaxscore.samplers import get_sampler
+
+    try:
+        fn = get_sampler(sampler)
+    except ValueError as e:
+        raise ConfigError(f"--sampler: {e}") from e
+    internal = {"key", "score_fn", "sde", "shape", "steps", "return_info", "return_trajectory", "example_offset", "x_init"}
+    valid = sorted(p for p in inspect.signature(fn).parameters if p not in internal)
+    bad = sorted(set(options) - set(valid))
+    if bad:
+        raise ConfigError(f"--option: sampler {sampler!r} has no option(s) {bad}; its options are {valid}.")
+
+
 def _sample(args, overrides) -> int:
     from jaxscore.experiment import sample_from_workdir
 
     if overrides:
         raise SystemExit(f"sample: unexpected arguments {overrides}")
+    options = dict(args.option or ())
+    _check_sampler_options(args.sampler, options)
     path = sample_from_workdir(
         args.workdir, sampler=args.sampler, steps=args.steps, num=args.num, out=args.out,
-        batch_size=args.batch_size, seed=args.seed,
+        batch_size=args.batch_size, seed=args.seed, **options,
     )
     print(f"wrote {path}")
     return 0
@@ -69,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--batch-size", type=int, default=1024)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default="samples.npz", help="npz file (key 'samples'); a PNG is written beside it")
+    sample.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE",
+                        help="sampler option (repeatable), e.g. --option snr=0.16 --option eta=1.0")
     sample.set_defaults(run=_sample)
 
     lik = sub.add_parser("likelihood", help="mean NLL (nats) and bits/dim through the probability-flow ODE")

@@ -4,6 +4,13 @@ A config file is a Python file with ``get_config()`` (optionally ``get_config(ar
 ``path.py:arg``) returning a ``ConfigDict``. Overrides must name existing keys; the value
 is parsed as a Python literal and must fit the field's type. Errors name the key, what
 was expected and what came.
+
+The ``model`` section is ``name`` (a preset or class of :mod:`jaxscore.models`), the
+non-network keys in ``MODEL_SECTION_KEYS`` (``parameterization``), and constructor fields
+of the model class that *override the preset* (``ch``, ``dropout``...). Fields a config does
+not set keep the preset's values. ``--config.model.<field>=...`` may name any constructor
+field of the model class even if the file did not set it; any other key in ``model`` (a
+misspelt field) is an error at load time, listing the valid fields.
 """
 
 from __future__ import annotations
@@ -52,16 +59,75 @@ def _parse_value(text: str):
         return text
 
 
+# keys of ``config.model`` that are not constructor fields of the network
+MODEL_SECTION_KEYS = ("name", "parameterization")
+
+
+def model_fields(name: str) -> dict:
+    """Constructor fields of the model class of preset/class ``name`` -> the value it would get
+    (the preset's, else the class default, else ``None``). Raises ``ConfigError`` for an unknown name."""
+    import dataclasses
+
+    from jaxscore.models import MODEL_CLASSES, PRESET_NAMES, get_preset, preset_class
+
+    if name in PRESET_NAMES:
+        cls, preset = preset_class(name), get_preset(name)
+    elif isinstance(name, str) and name.lower() in MODEL_CLASSES:
+        cls, preset = MODEL_CLASSES[name.lower()], {}
+    else:
+        raise ConfigError(
+            f"config.model.name: unknown model {name!r}; expected a preset {list(PRESET_NAMES)} "
+            f"or a class {sorted(set(MODEL_CLASSES))}."
+        )
+    out = {}
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in ("parent", "name"):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        out[f.name] = preset.get(f.name, default)
+    return out
+
+
+def check_model_section(config: ml_collections.ConfigDict) -> None:
+    """Every key of ``config.model`` must be a known section key or a field of the model class."""
+    model = config.get("model") if isinstance(config, ml_collections.ConfigDict) else None
+    if model is None or "name" not in model:
+        return
+    fields = model_fields(model.name)
+    bad = sorted(k for k in model.keys() if k not in MODEL_SECTION_KEYS and k not in fields)
+    if bad:
+        raise ConfigError(
+            f"config.model: unknown key(s) {bad} for model {model.name!r}; valid keys: "
+            f"{sorted(MODEL_SECTION_KEYS)} and the model's fields {sorted(fields)}."
+        )
+
+
+def model_overrides(model_section) -> dict:
+    """The constructor fields a ``config.model`` section sets (``None`` values = keep the preset's)."""
+    section = model_section.to_dict() if hasattr(model_section, "to_dict") else dict(model_section)
+    return {k: v for k, v in section.items() if k not in MODEL_SECTION_KEYS and v is not None}
+
+
 def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
-    """Set ``config.<dotted> = parsed(text)``; the key must exist and the type must fit."""
+    """Set ``config.<dotted> = parsed(text)``; the key must exist and the type must fit.
+
+    Exception: ``model.<field>`` may be a constructor field of the model class that the file
+    did not set (its type is checked against the preset's value)."""
     *parents, leaf = dotted.split(".")
     node = config
     for i, name in enumerate(parents):
         if not isinstance(node, ml_collections.ConfigDict) or name not in node:
             raise ConfigError(f"unknown config key 'config.{'.'.join(parents[: i + 1])}' (from --config.{dotted}).")
         node = node[name]
+    if isinstance(node, ml_collections.ConfigDict) and leaf not in node and parents == ["model"] and "name" in node:
+        fields = model_fields(node.name)
+        if leaf in fields:
+            with node.unlocked():
+                node[leaf] = fields[leaf]  # the preset's value: the type check below applies
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
         known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
+        if parents == ["model"] and isinstance(node, ml_collections.ConfigDict) and "name" in node:
+            known += f"; fields of model {node.name!r}: {', '.join(sorted(model_fields(node.name)))}"
         raise ConfigError(f"unknown config key 'config.{dotted}'. Known keys here: {known}.")
     old = node[leaf]
     value = _parse_value(text)
@@ -89,6 +155,7 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
         if not sep:
             raise ConfigError(f"override {item!r}: expected --config.key=value.")
         apply_override(config, key, text)
+    check_model_section(config)
     config.lock()
     return config
 
@@ -137,7 +204,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "mlp_toy"  # a preset of jaxscore.models
     c.model.parameterization = "eps"  # score | eps | x0 | v | edm
-    c.model.dropout = 0.0
+    # Constructor fields of the model (ch, dropout, ...) are set only where a config changes
+    # the preset: unset fields keep the preset's values (e.g. unet_small's dropout 0.1).
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "continuous_dsm"  # continuous_dsm | eps | x0 | v | edm
@@ -185,5 +253,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.num_samples = 4000  # toy: samples for the scatter and mode metrics
     c.eval.heldout_batches = 4
-    c.eval.bits_per_dim = False
+    c.eval.bits_per_dim = False  # images: log bits/dim of a few held-out examples (EMA params) each eval
+    c.eval.bpd_num = 16  # held-out examples per bits/dim estimate
+    c.eval.bpd_divergence = "hutchinson"  # exact | hutchinson
+    c.eval.bpd_rtol = 1e-3  # ODE solver tolerances (rtol = atol) for the eval estimate
     return c

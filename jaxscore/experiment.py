@@ -7,8 +7,14 @@ pictures and metrics into the workdir:
 
 * toy data: ``samples.png`` (samples vs data), ``score_field.png`` (learned vs exact
   score where the exact one is known), mode metrics and relative score error;
-* images: ``samples_<step>.png`` grids, held-out loss;
+* images: ``samples_<step>.png`` grids, held-out loss, and with ``config.eval.bits_per_dim``
+  the dequantised bits/dim of ``config.eval.bpd_num`` held-out images (EMA parameters,
+  probability-flow ODE with ``eval.bpd_divergence`` and tolerances ``eval.bpd_rtol``);
 * always: ``metrics.jsonl``, ``loss.png``.
+
+Hooks run on every process with that process's own copy of the (replicated) state; held-out
+loss and bits/dim are computed on this process's share of the examples and averaged over
+processes; files are written by process 0 only.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscore import losses, viz
-from jaxscore.config import config_to_dict
+from jaxscore.config import config_to_dict, model_overrides
 from jaxscore.data import images as image_data
 from jaxscore.data import pipeline, toy
 from jaxscore.metrics import mixture_metrics, relative_score_error
@@ -59,6 +65,7 @@ def load_data(config) -> dict[str, Any]:
         n = int(config.data.num_train)
         mixture = TOY_MIXTURES[name]() if name in TOY_MIXTURES else None
         draw = mixture.sample if mixture is not None else (lambda k, m: toy.TOY_SAMPLERS[name](k, m))
+        draw = jax.jit(draw, static_argnums=1)  # one compiled call, not op-by-op dispatch
         train = {"x": np.asarray(draw(k_train, n), np.float32)}
         test = {"x": np.asarray(draw(k_test, max(n // 10, 512)), np.float32)}
         return {"train": train, "test": test, "shape": (2,), "mixture": mixture, "image": False}
@@ -124,6 +131,12 @@ def make_loss_fn(config, model, sde) -> Callable:
     return loss_fn
 
 
+def build_model_from_config(model_cfg):
+    """``config.model`` -> a Flax module: the preset ``name`` with the fields the section sets
+    (``None`` = the preset's value). A field the model class does not have is an error."""
+    return build_model({"name": model_cfg.name, **model_overrides(model_cfg)})
+
+
 def make_init_fn(model, shape) -> Callable:
     def init_fn(key):
         x = jnp.zeros((1, *shape), jnp.float32)
@@ -143,6 +156,7 @@ def model_score_fn(config, model, params, sde, **apply_kwargs):
 
 def _toy_report(config, workdir, data, score_fn, sde, key) -> dict:
     num = int(config.eval.num_samples)
+    score_fn = jax.jit(score_fn)  # evaluated eagerly below (errors, field plot): compile once
     samples = np.asarray(sample_in_batches(key, score_fn, sde, (min(num, 4096), 2), num, config.sampling.sampler,
                                            config.sampling.steps, progress=False))
     reference = data["test"]["x"]
@@ -152,7 +166,7 @@ def _toy_report(config, workdir, data, score_fn, sde, key) -> dict:
     mixture = data["mixture"]
     if mixture is not None:
         out.update({f"sample_{k}": v for k, v in mixture_metrics(samples, mixture).items()})
-        exact = mixture.score_fn(sde)
+        exact = jax.jit(mixture.score_fn(sde))
         fields = [("learned", score_fn), ("exact", exact)]
         for t in (0.05, 0.2, 0.5):
             tt = jnp.full((len(reference),), t, jnp.float32)
@@ -182,7 +196,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     workdir = os.path.abspath(workdir)
     data = load_data(config)
     sde = build_sde(config.sde)
-    model = build_model(config.model, ignore_unknown=True)
+    model = build_model_from_config(config.model)
     loss_fn = make_loss_fn(config, model, sde)
     batch_fn = make_batch_fn(config, data, process_index=jax.process_index(), process_count=jax.process_count())
     test_batch_fn = make_batch_fn(config, data, "test", process_index=jax.process_index(),
@@ -200,6 +214,28 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
             local = np.mean(multihost_utils.process_allgather(np.float32(local)))
         return {"loss": float(local)}
 
+    def score_with_params(params, x, t):
+        return model_score_fn(config, model, params, sde)(x, t)
+
+    def bpd(state, step):
+        # this process's share of the first eval.bpd_num test images, local EMA params
+        from jaxscore.likelihood import bits_per_dim
+
+        n, p, count = int(config.eval.bpd_num), jax.process_index(), jax.process_count()
+        images = data["test"]["images"][:n][p::count]
+        # params as a pytree leaf of a Partial over one function object: the likelihood's
+        # filter_jit then compiles once per run, not once per eval (a fresh closure each time)
+        score_fn = jax.tree_util.Partial(score_with_params, state.ema_params)
+        tol = float(config.eval.bpd_rtol)
+        vals = np.asarray(bits_per_dim(jax.random.key(30_000 + int(config.seed)), score_fn, sde, images,
+                                       divergence=str(config.eval.bpd_divergence), rtol=tol, atol=tol))
+        total = np.array([vals.sum(), len(vals)], np.float64)
+        if count > 1:
+            from jax.experimental import multihost_utils
+
+            total = np.asarray(multihost_utils.process_allgather(total.astype(np.float32)), np.float64).sum(0)
+        return {"bits_per_dim": float(total[0] / total[1])}
+
     def report(state, step):
         if jax.process_index() != 0:
             return None
@@ -210,6 +246,8 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
         return _toy_report(config, workdir, data, score_fn, sde, key)
 
     hooks = [Hook(heldout, name="eval"), Hook(report, name="report")]
+    if data["image"] and bool(config.eval.get("bits_per_dim", False)):
+        hooks.insert(1, Hook(bpd, name="eval"))
     result = train(config, workdir, init_fn=make_init_fn(model, data["shape"]), loss_fn=loss_fn,
                    batch_fn=batch_fn, eval_fns=hooks, allow_config_change=allow_config_change)
     if jax.process_index() == 0:
@@ -234,17 +272,20 @@ def load_for_inference(workdir: str):
         config = ConfigDict(json.load(f))
     data_shape = tuple(load_data(config)["shape"])
     sde = build_sde(config.sde)
-    model = build_model(config.model, ignore_unknown=True)
+    model = build_model_from_config(config.model)
     params, step = restore_params(workdir, make_init_fn(model, data_shape), which="ema_params")
     return config, model_score_fn(config, model, params, sde), sde, data_shape, step
 
 
 def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out: str,
-                        batch_size: int = 1024, seed: int = 0) -> str:
-    """Sample ``num`` examples with the EMA parameters; write ``out`` (npz, key ``samples``) and a PNG beside it."""
+                        batch_size: int = 1024, seed: int = 0, progress: bool = True, **options) -> str:
+    """Sample ``num`` examples with the EMA parameters; write ``out`` (npz, key ``samples``) and a PNG beside it.
+
+    ``options`` go to the sampler (e.g. ``snr=0.16`` for ``pc``, ``eta=1.0`` for ``ddim``)."""
     config, score_fn, sde, shape, step = load_for_inference(workdir)
     batch = min(batch_size, num)
-    samples = np.asarray(sample_in_batches(jax.random.key(seed), score_fn, sde, (batch, *shape), num, sampler, steps))
+    samples = np.asarray(sample_in_batches(jax.random.key(seed), score_fn, sde, (batch, *shape), num, sampler, steps,
+                                           progress=progress, **options))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     np.savez(out, samples=samples, step=step)
     png = os.path.splitext(out)[0] + ".png"
@@ -257,8 +298,13 @@ def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out
 
 
 def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int = 256, divergence: str = "exact",
-                            batch_size: int = 128, seed: int = 0) -> dict:
-    """Mean negative log-likelihood (nats per example) and, for images, dequantised bits/dim."""
+                            batch_size: int = 128, seed: int = 0, progress: bool = True, **likelihood_kwargs) -> dict:
+    """Mean negative log-likelihood (nats per example) and, for images, dequantised bits/dim.
+
+    ``data``: ``"train"``/``"test"`` (the run's dataset) or an ``.npy``/``.npz`` file. Batch ``j``
+    (rows ``[j*batch_size, ...)``) uses key ``fold_in(key(seed), j*batch_size)``. A tqdm bar
+    over batches when ``progress``. ``likelihood_kwargs`` (``rtol``, ``solver``...) go to
+    :func:`jaxscore.likelihood.log_likelihood`."""
     from jaxscore.likelihood import bits_per_dim, log_likelihood
 
     config, score_fn, sde, shape, step = load_for_inference(workdir)
@@ -272,15 +318,22 @@ def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int =
     nll, bpd = [], []
     arr = ds["images"] if dataset["image"] else ds["x"]
     arr = arr[:num]
-    for i in range(0, len(arr), batch_size):
+    starts = range(0, len(arr), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="likelihood", unit="batch", dynamic_ncols=True)
+    for i in starts:
         chunk = arr[i:i + batch_size]
         k = jax.random.fold_in(key, i)
         if dataset["image"]:
-            b, info = bits_per_dim(k, score_fn, sde, chunk, divergence=divergence, return_info=True)
+            b, info = bits_per_dim(k, score_fn, sde, chunk, divergence=divergence, return_info=True,
+                                   **likelihood_kwargs)
             bpd.append(np.asarray(b))
             nll.append(-np.asarray(info["log_likelihood"]) if "log_likelihood" in info else np.asarray(b) * np.log(2) * np.prod(shape))
         else:
-            nll.append(-np.asarray(log_likelihood(k, score_fn, sde, jnp.asarray(chunk), divergence=divergence)))
+            nll.append(-np.asarray(log_likelihood(k, score_fn, sde, jnp.asarray(chunk), divergence=divergence,
+                                                  **likelihood_kwargs)))
     result = {"step": step, "num": int(len(arr)), "nll_nats": float(np.mean(np.concatenate(nll)))}
     if bpd:
         result["bits_per_dim"] = float(np.mean(np.concatenate(bpd)))

@@ -144,19 +144,24 @@ def _single(loss_fn=LOSS_FN):
     return make_parallel("single", loss_fn=loss_fn, tx=TX, ema_rate=0.9)
 
 
-def test_train_step_uses_fold_in_key_and_updates_ema(state0):
+def test_train_step_uses_per_example_fold_in_keys_and_updates_ema(state0):
+    """Row i of step n sees key fold_in(fold_in(key, n), i) and a one-row batch; loss/aux are row means."""
     state, tx = state0
 
     def loss_fn(params, key, batch):
+        assert batch["x"].shape[0] == 1  # called per example (under vmap)
         u = jax.random.uniform(key)
-        return jnp.sum(params["params"]["Dense_1"]["bias"]) * u, {"u": u}
+        return jnp.sum(params["params"]["Dense_1"]["bias"]) * u, {"u": u, "ux": u * batch["x"][0, 0]}
 
     step = jax.jit(lambda s, b: train_step(s, b, loss_fn=loss_fn, tx=tx, ema_rate=0.5))
     s1, m1 = step(state, BATCH_FN(0))
     s2, m2 = step(s1, BATCH_FN(1))
     base = jax.random.wrap_key_data(state.key)
-    assert float(m1["u"]) == float(jax.random.uniform(jax.random.fold_in(base, 0)))
-    assert float(m2["u"]) == float(jax.random.uniform(jax.random.fold_in(base, 1)))
+    for n, m in ((0, m1), (1, m2)):
+        x = BATCH_FN(n)["x"]
+        u = np.array([float(jax.random.uniform(jax.random.fold_in(jax.random.fold_in(base, n), i))) for i in range(len(x))])
+        np.testing.assert_allclose(float(m["u"]), u.mean(), rtol=1e-6)
+        np.testing.assert_allclose(float(m["ux"]), np.mean(u * x[:, 0]), rtol=1e-5)  # row i paired with key i
     assert int(s2.step) == 2 and int(m2["skipped"]) == 0
     # ema_2 = 0.5 * ema_1 + 0.5 * params_2, ema_1 = 0.5 * params_0 + 0.5 * params_1
     expect = jax.tree.map(lambda p0, p1, p2: 0.25 * p0 + 0.25 * p1 + 0.5 * p2, state.params, s1.params, s2.params)
@@ -227,8 +232,8 @@ def test_pmap_and_sharded_match_single_device(state0):
     The math is identical; only float32 summation order differs (per-device partial means
     + all-reduce vs one reduction), each op contributing ~1e-7 relative error, amplified
     mildly over 6 Adam steps -> 1e-5 relative tolerance (observed ~1e-6).
-    Also: pmap replica d draws from fold_in(fold_in(key, step), d) (logged aux = their mean),
-    sharded draws exactly the single-device key; an Inf on one replica skips the step on all.
+    Also: in every mode global row i draws from fold_in(fold_in(key, step), i) (logged aux =
+    the mean over the 16 rows); an Inf on one replica skips the step on all.
     """
     state, tx = state0
     rng = np.random.default_rng(3)
@@ -250,9 +255,7 @@ def test_pmap_and_sharded_match_single_device(state0):
             for leaf in jax.tree.leaves(st):
                 shards = [np.asarray(sh.data) for sh in leaf.addressable_shards]
                 assert all(np.array_equal(shards[0], x) for x in shards[1:])
-            expect = [np.mean([float(jax.random.uniform(jax.random.fold_in(k, d))) for d in range(8)]) for k in step_keys]
-        else:
-            expect = [float(jax.random.uniform(k)) for k in step_keys]
+        expect = [np.mean([float(jax.random.uniform(jax.random.fold_in(k, i))) for i in range(16)]) for k in step_keys]
         np.testing.assert_allclose(np.concatenate([m["u"] for m in ms]), expect, rtol=1e-6, err_msg=mode)
         results[mode] = par.unreplicate(st)
     ref = results["single"]
@@ -263,6 +266,54 @@ def test_pmap_and_sharded_match_single_device(state0):
         assert max_rel_err(got.params, ref.params) < 1e-5, mode
         assert max_rel_err(got.ema_params, ref.ema_params) < 1e-5, mode
         assert max_rel_err(got.opt_state, ref.opt_state) < 1e-5, mode
+
+
+def test_stochastic_dsm_loss_same_params_in_all_modes():
+    """Continuous-time DSM (random t and eps per example) on a ring mixture, global batch 16 on
+    8 devices: single == pmap == sharded to 1e-5 relative, because row i's noise comes from
+    fold_in(step key, i) whatever device holds it. Same float-order argument as the
+    deterministic test above (observed ~1e-7). Control: a different training key moves the
+    params by far more than the tolerance, so the test sees the noise."""
+    from jaxscore import losses
+    from jaxscore.data.toy import ring_mixture
+    from jaxscore.models import ScoreMLP
+    from jaxscore.sde import VPSDE
+
+    sde = VPSDE()
+    model = ScoreMLP(hidden_dims=(32, 32), embedding="fourier", embedding_dim=16)
+
+    def loss_fn(params, key, batch):
+        apply = lambda p, x, t: model.apply(p, x, t)  # noqa: E731
+        return losses.continuous_dsm_loss(apply, params, key, batch["x"], sde, parameterization="eps")
+
+    def init_fn(key):
+        return model.init(key, jnp.zeros((1, 2)), jnp.full((1,), 0.5))
+
+    tx = optax.adam(1e-2)
+    # 4 calls x 1 step x 16 rows (K=1: no scan, so the three programs compile quickly)
+    x = np.asarray(ring_mixture().sample(jax.random.key(1), 4 * 16), np.float32).reshape(4, 1, 16, 2)
+    batches = [{"x": x[i]} for i in range(4)]
+
+    def run(mode):
+        par = make_parallel(mode, loss_fn=loss_fn, tx=tx, ema_rate=0.9)
+        st = par.put_state(init_train_state(0, init_fn, tx))
+        for b in batches:
+            st, m = par.step(st, par.put_batches(b))
+        assert np.all(np.isfinite(par.fetch_metrics(m)["loss"]))
+        return par.unreplicate(st)
+
+    ref = run("single")
+    for mode in ("pmap", "sharded"):
+        got = run(mode)
+        assert max_rel_err(got.params, ref.params) < 1e-5, mode
+        assert max_rel_err(got.ema_params, ref.ema_params) < 1e-5, mode
+    # control: same init, different noise key (the state key is the second half of the seed split)
+    other = init_train_state(0, init_fn, tx)
+    par = make_parallel("single", loss_fn=loss_fn, tx=tx, ema_rate=0.9)
+    st = par.put_state(other.replace(key=jax.random.key_data(jax.random.key(123))))
+    for b in batches:
+        st, _ = par.step(st, par.put_batches(b))
+    assert max_rel_err(st.params, ref.params) > 1e-3
 
 
 def test_batch_size_must_divide_devices(state0):

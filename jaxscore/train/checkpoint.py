@@ -47,8 +47,18 @@ CHECKPOINT_SUBDIR = "checkpoints"
 CORRUPT_SUBDIR = "corrupt_checkpoints"
 CONFIG_FILE = "config.json"
 
-# Settings that never change the numbers a run computes: a run may be resumed with
-# different values for them without ``allow_config_change``.
+# Settings a run may be resumed with different values of, without ``allow_config_change``.
+# They do not change *what* is computed (the same loss, data, noise and optimizer for every
+# step; see ``step.py``: noise depends only on (key, step, global example index)), but two
+# of them change *how*, so bit-identity is guaranteed only when they are unchanged:
+#   - ``training.mode`` (single / pmap / sharded) changes the float summation order of the
+#     batch mean and the gradient all-reduce: results agree to float tolerance (~1e-6
+#     relative per step), not bit for bit;
+#   - ``training.steps_per_call`` moves steps into or out of a ``lax.scan`` body, where XLA
+#     may fuse differently (a few ulps).
+#   - ``distributed.*`` changes the device count and with it the mode's summation order.
+# The rest (cadences, total steps, progress, the ``sampling``/``eval`` sections) never
+# touch the training numbers: a resumed run with only those changed stays bit-identical.
 RESUME_SAFE_KEYS = (
     "training.n_iters",
     "training.log_every",
@@ -146,8 +156,11 @@ def check_config(saved: Any, new: Any, *, allow_change: bool = False, ignore=RES
     """Compare a saved run config with the new one; raise ``ConfigMismatchError`` if they differ.
 
     Keys in ``ignore`` (default ``RESUME_SAFE_KEYS``: logging/checkpoint cadence, total
-    steps, execution mode, the ``sampling``/``eval`` sections — nothing that changes the
-    trained numbers; ``"section.*"`` matches a whole section) may differ. With
+    steps, execution mode and steps per call, distributed set-up, the ``sampling``/``eval``
+    sections; ``"section.*"`` matches a whole section) may differ. None of them changes the
+    training math; a changed ``training.mode``, ``training.steps_per_call`` or device count
+    changes float summation order, so the resumed run then matches an uninterrupted one to
+    float tolerance rather than bit for bit (see ``RESUME_SAFE_KEYS``). With
     ``allow_change=True`` the differences are returned (and warned about) instead.
     """
     diffs = config_diff(config_to_dict(saved), config_to_dict(new), tuple(ignore))

@@ -19,9 +19,12 @@ max_consecutive_nonfinite, async_checkpoint, progress}``; ``optim.*`` (see
 ``state.make_optimizer``); ``distributed.*`` (see ``parallel.maybe_initialize_distributed``).
 
 Determinism: a run interrupted at any point (even ``kill -9``) and restarted with the same
-workdir ends with bit-identical parameters to an uninterrupted run, because the state is
-restored exactly, step ``n`` uses ``fold_in(key, n)`` and ``batch_fn(n)``, and calls are cut
-at checkpoint boundaries so the same compiled programs run on the same inputs.
+workdir and config ends with bit-identical parameters to an uninterrupted run, because the
+state is restored exactly, step ``n`` uses ``fold_in(key, n)`` (example ``i`` of it
+``fold_in(fold_in(key, n), i)``) and ``batch_fn(n)``, and calls are cut at checkpoint
+boundaries so the same compiled programs run on the same inputs. Resuming with a different
+``training.mode``, ``steps_per_call`` or device count is allowed and computes the same math,
+but in a different float summation order: equal to float tolerance, not bit for bit.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ All three compile the same ``multi_step`` (K train steps per call via ``lax.scan
 - ``single``: ``jax.jit`` on one device; the batch is the whole global batch.
 - ``pmap``: ``jax.pmap`` over the local devices with ``axis_name="data"``; the state is
   replicated (leading device axis), each device gets ``B / n_devices`` examples and
-  gradients/loss are averaged with ``lax.pmean``. Each replica folds its device index
-  into the step key (independent noise per slice), so with a key-dependent loss pmap
-  matches single-device training in distribution, not draw for draw.
+  gradients/loss are averaged with ``lax.pmean``. Noise is drawn per global example row
+  (``step.py``), so even a stochastic loss gives the same numbers as single-device
+  training, up to float summation order.
 - ``sharded``: ``jax.jit`` over a ``Mesh`` of all (global) devices with ``NamedSharding``:
   the batch is sharded on its batch axis (``P(None, "data")`` for ``[K, B, ...]``), the
   state is replicated (``P()``). XLA inserts the gradient all-reduce. The program is the

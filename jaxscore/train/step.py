@@ -3,10 +3,20 @@
 ``train_step`` knows nothing of devices: data parallelism wraps it (see ``parallel.py``),
 passing ``axis_name`` so gradients are averaged with ``lax.pmean`` across replicas.
 
-Randomness: step ``n`` draws from ``k_n = fold_in(key, n)`` (``key`` = ``state.key``), so a
-run's numbers do not depend on how steps are grouped into compiled calls, nor on where a
-run was interrupted and resumed. Under ``axis_name`` each replica further folds in its
-``lax.axis_index`` so replicas draw independent noise for their slice of the batch.
+Randomness: step ``n`` uses ``k_n = fold_in(key, n)`` (``key`` = ``state.key``), and the loss
+is evaluated *per example*: global row ``i`` of the step's batch gets its own key
+``fold_in(k_n, i)`` and ``loss_fn`` sees it as a one-row batch (``jax.vmap`` over rows; the
+step's loss is the mean of the per-row losses, aux entries likewise). So the noise an
+example gets depends only on ``(key, step, global row)``: not on how steps are grouped into
+compiled calls, where a run was interrupted and resumed, nor on how the batch is split over
+devices. Single-device, ``pmap`` and sharded training therefore compute the same numbers
+for stochastic losses too (up to float summation order). Under ``pmap`` a replica's rows
+start at ``lax.axis_index(axis_name) * rows_per_replica`` (the layout ``parallel.py`` uses).
+
+Contract this implies: ``loss_fn`` must be a mean over examples of a per-example loss (every
+loss in :mod:`jaxscore.losses` is) — the same assumption data-parallel averaging of
+per-replica losses already makes. Batch-norm-like statistics across the batch are not
+supported.
 
 Non-finite guard: if the loss or any gradient entry is NaN/Inf (after the cross-replica
 mean, so every replica agrees), the update is skipped: params, EMA and optimizer state
@@ -61,12 +71,42 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def step_key(state: TrainState, axis_name=None) -> jax.Array:
-    """Typed key for the step about to run: ``fold_in(key, step)`` (then ``axis_index``)."""
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-    if axis_name is not None:
-        key = jax.random.fold_in(key, lax.axis_index(axis_name))
-    return key
+def step_key(state: TrainState) -> jax.Array:
+    """Typed key for the step about to run: ``fold_in(key, step)`` (the same on every replica)."""
+    return jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+
+
+def example_keys(key: jax.Array, num_rows: int, row_offset=0) -> jax.Array:
+    """``[fold_in(key, row_offset + i) for i < num_rows]``: the keys of global rows."""
+    rows = row_offset + jnp.arange(num_rows, dtype=jnp.uint32)
+    return jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
+
+
+def _num_rows(batch) -> int:
+    leaves = jax.tree.leaves(batch)
+    sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}
+    if not leaves or len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            "train_step: expected batch to be a pytree of arrays sharing a leading example axis [B, ...], "
+            f"got leading sizes {sizes or '{} (empty batch)'}."
+        )
+    return sizes.pop()
+
+
+def _per_example_loss(wrapped: Callable, batch, key: jax.Array, axis_name) -> Callable:
+    """``params -> (mean loss, mean aux)`` with row ``i`` of the global batch using ``fold_in(key, i)``."""
+    n = _num_rows(batch)
+    offset = 0 if axis_name is None else lax.axis_index(axis_name).astype(jnp.uint32) * jnp.uint32(n)
+    keys = example_keys(key, n, offset)
+
+    def one(params, k, example):
+        return wrapped(params, k, jax.tree.map(lambda x: x[None], example))
+
+    def loss(params):
+        losses, aux = jax.vmap(one, in_axes=(None, 0, 0))(params, keys, batch)
+        return jnp.mean(losses), {name: jnp.mean(v) for name, v in aux.items()}
+
+    return loss
 
 
 def train_step(
@@ -80,7 +120,8 @@ def train_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on ``batch`` (a pytree of arrays; this replica's slice under pmap).
 
-    ``(loss, aux), g = value_and_grad(loss_fn)(params, k_n, batch)``; with ``axis_name``,
+    ``loss = mean_i loss_fn(params, fold_in(k_n, i), batch[i:i+1])`` over this slice's global rows
+    ``i`` (aux likewise), ``g = grad(loss)``; with ``axis_name``,
     ``loss, aux, g <- pmean(loss, aux, g)``. If all finite:
     ``updates, opt_state = tx.update(g, opt_state, params)``; ``params += updates``;
     ``ema = ema_rate * ema + (1 - ema_rate) * params``. Otherwise nothing but ``step`` changes.
@@ -90,9 +131,8 @@ def train_step(
     ``grad_norm`` (global L2 norm of the averaged gradient, before clipping), ``skipped``
     (int32 0/1) and every ``aux`` entry — scalars.
     """
-    wrapped = _as_loss_and_aux(loss_fn)
-    key = step_key(state, axis_name)
-    (loss, aux), grads = jax.value_and_grad(wrapped, has_aux=True)(state.params, key, batch)
+    loss_of_params = _per_example_loss(_as_loss_and_aux(loss_fn), batch, step_key(state), axis_name)
+    (loss, aux), grads = jax.value_and_grad(loss_of_params, has_aux=True)(state.params)
     if axis_name is not None:
         loss, aux, grads = lax.pmean((loss, aux, grads), axis_name)
     finite = jnp.isfinite(loss) & _all_finite(grads)
