@@ -188,6 +188,16 @@ def _image_report(config, workdir, data, score_fn, sde, key, step) -> dict:
     return {"sample_mean": float(samples.mean()), "sample_std": float(samples.std())}
 
 
+def _mean_over_processes(local_sum: float, local_count: int) -> float:
+    """``sum of local_sum / sum of local_count`` over all processes (this process alone if one)."""
+    total = np.array([local_sum, local_count], np.float64)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        total = np.asarray(multihost_utils.process_allgather(total.astype(np.float32)), np.float64).sum(0)
+    return float(total[0] / total[1])
+
+
 def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False):
     """Train (or resume) the run described by ``config`` in ``workdir``; write pictures and metrics."""
     from jaxscore.train import Hook, maybe_initialize_distributed, train
@@ -207,12 +217,8 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
         key = jax.random.key(10_000 + int(config.seed))
         vals = [eval_loss(state.ema_params, jax.random.fold_in(key, i), test_batch_fn(i))
                 for i in range(int(config.eval.heldout_batches))]
-        local = np.mean([float(v[0] if isinstance(v, tuple) else v) for v in vals])
-        if jax.process_count() > 1:  # every process scored its own rows of the held-out batches
-            from jax.experimental import multihost_utils
-
-            local = np.mean(multihost_utils.process_allgather(np.float32(local)))
-        return {"loss": float(local)}
+        # every process scored its own rows of the held-out batches (equal shares)
+        return {"loss": _mean_over_processes(sum(float(v[0] if isinstance(v, tuple) else v) for v in vals), len(vals))}
 
     def score_with_params(params, x, t):
         return model_score_fn(config, model, params, sde)(x, t)
@@ -229,12 +235,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
         tol = float(config.eval.bpd_rtol)
         vals = np.asarray(bits_per_dim(jax.random.key(30_000 + int(config.seed)), score_fn, sde, images,
                                        divergence=str(config.eval.bpd_divergence), rtol=tol, atol=tol))
-        total = np.array([vals.sum(), len(vals)], np.float64)
-        if count > 1:
-            from jax.experimental import multihost_utils
-
-            total = np.asarray(multihost_utils.process_allgather(total.astype(np.float32)), np.float64).sum(0)
-        return {"bits_per_dim": float(total[0] / total[1])}
+        return {"bits_per_dim": _mean_over_processes(float(vals.sum()), len(vals))}
 
     def report(state, step):
         if jax.process_index() != 0:

@@ -42,13 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscore._checks import check_float_array, is_concrete
+from jaxscore._keys import example_keys
 from jaxscore.divergence import sample_probes, value_and_exact_divergence, value_and_hutchinson_divergence
 from jaxscore.samplers.diffrax_samplers import (
     check_steps,
     default_adjoint,
     make_solver,
     nfe_from_stats,
-    per_example_keys,
     probability_flow_solve,
     resolve_t_min,
     step_controller,
@@ -172,7 +172,7 @@ def _log_likelihood_impl(key, score_fn, sde, x, *, divergence, probe, num_probes
         z, delta = sol.ys
         return z[-1], delta[-1], sol.stats["num_steps"]
 
-    z, delta, num_steps = jax.vmap(solve_one)(x, per_example_keys(key, x.shape[0]))
+    z, delta, num_steps = jax.vmap(solve_one)(x, example_keys(key, x.shape[0]))
     if prior_log_prob is None:
         prior_logp = sde.prior_log_prob(z)
     else:
@@ -272,7 +272,7 @@ def bits_per_dim(
     d = math.prod(x.shape[1:])
     if is_int:
         x = _check_values(x, 0, num_bins - 1, "x (integer pixels)")
-        u = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], jnp.float32))(per_example_keys(k_deq, batch))
+        u = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], jnp.float32))(example_keys(k_deq, batch))
         x_cont = lo + (hi - lo) * (x.astype(jnp.float32) + u) / num_bins
     else:
         x_cont = _check_values(x, lo, hi, "x (dequantised floats)")

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscore._checks import broadcast_to_data
+from jaxscore._keys import example_keys
 from jaxscore.samplers.grids import check_steps, time_grid
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -40,12 +41,6 @@ def check_score_fn(score_fn) -> None:
 
 def float_dtype():
     return jnp.result_type(float)
-
-
-def example_keys(key: jax.Array, batch: int, offset=0) -> jax.Array:
-    """Per-example keys ``fold_in(key, offset + i)`` for ``i < batch``: [B] keys."""
-    idx = jnp.arange(batch, dtype=jnp.uint32) + jnp.asarray(offset, jnp.uint32)
-    return jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
 
 
 def prior_draw(ex_keys: jax.Array, sde, shape: tuple[int, ...]) -> jax.Array:

@@ -86,24 +86,25 @@ def time_grid(sde, steps: int, grid="uniform", *, t_min=None, t_max=None, rho: f
         rho = DEFAULT_RHO.get(grid, 1.0)
     if isinstance(rho, (int, float)) and rho <= 0:
         raise ValueError(f"rho: expected > 0, got {rho}.")
+
+    def rho_spaced(a, b):  # uniform in u**(1/rho) from a to b
+        inv = 1.0 / rho
+        return (a**inv + frac * (b**inv - a**inv)) ** rho
+
+    def log_snr_spaced():  # uniform in log-SNR from hi to lo (increasing lambda)
+        lam_hi, lam_lo = sde.log_snr(hi), sde.log_snr(lo)
+        return lam_hi + frac * (lam_lo - lam_hi)
+
     if grid == "uniform":
         ts = hi + frac * (lo - hi)
     elif grid == "logsnr":
-        lam_hi, lam_lo = sde.log_snr(hi), sde.log_snr(lo)  # lam_hi < lam_lo
-        ts = sde.t_from_log_snr(lam_hi + frac * (lam_lo - lam_hi))
+        ts = sde.t_from_log_snr(log_snr_spaced())
     elif grid == "power":
-        inv = 1.0 / rho
-        ts = (hi**inv + frac * (lo**inv - hi**inv)) ** rho
+        ts = rho_spaced(hi, lo)
     elif grid == "logsnr_power":
-        lam_hi, lam_lo = sde.log_snr(hi), sde.log_snr(lo)
-        inv = 1.0 / rho
-        t_pow = (hi**inv + frac * (lo**inv - hi**inv)) ** rho
-        ts = sde.t_from_log_snr(0.5 * (lam_hi + frac * (lam_lo - lam_hi) + sde.log_snr(t_pow)))
+        ts = sde.t_from_log_snr(0.5 * (log_snr_spaced() + sde.log_snr(rho_spaced(hi, lo))))
     else:  # edm
-        s_max, s_min = sde.sigma_ratio(hi), sde.sigma_ratio(lo)
-        inv = 1.0 / rho
-        sig = (s_max**inv + frac * (s_min**inv - s_max**inv)) ** rho
-        ts = sde.t_from_sigma_ratio(sig)
+        ts = sde.t_from_sigma_ratio(rho_spaced(sde.sigma_ratio(hi), sde.sigma_ratio(lo)))
     # exact endpoints; interior clipped into the range (guards round-off of the inverse maps)
     ts = jnp.clip(ts, lo, hi).at[0].set(hi).at[-1].set(lo)
     return ts

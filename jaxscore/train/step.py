@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxscore._keys import example_keys
 from jaxscore.train.state import TrainState, ema_update
 
 LossFn = Callable[[Any, jax.Array, Any], Any]  # (params, key, batch) -> loss | (loss, aux)
@@ -74,12 +75,6 @@ def _all_finite(tree) -> jax.Array:
 def step_key(state: TrainState) -> jax.Array:
     """Typed key for the step about to run: ``fold_in(key, step)`` (the same on every replica)."""
     return jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-
-
-def example_keys(key: jax.Array, num_rows: int, row_offset=0) -> jax.Array:
-    """``[fold_in(key, row_offset + i) for i < num_rows]``: the keys of global rows."""
-    rows = row_offset + jnp.arange(num_rows, dtype=jnp.uint32)
-    return jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
 
 
 def _num_rows(batch) -> int:
