@@ -24,8 +24,9 @@ the assignment rule. TARGET: some sampler with std and mean error <= 0.03 at 20 
 Speed. With a ``ScoreMLP`` (3 x 256, batch 1024, d = 2) as ``score_fn``: compiled sampling time vs
 NFE x the time of one compiled score call (target ratio <= 1.10), also vs a bare ``lax.scan`` of NFE
 score calls (the floor of any compiled loop on this backend), and compile time per sampler
-(target <= 10 s). Timings are minima over repeats (the machine may be shared: the load average is
-recorded).
+(target <= 10 s). The ratio is the median over 15 rounds of (one sampler run) / (NFE x the median
+of the 10 score calls timed right after it): paired, because on a shared machine the speed drifts
+by 20% within a minute (the spread over rounds and the load average are recorded).
 
 Writes ``experiments/benchmarks/results/samplers.json`` and ``samplers.png`` (error vs NFE).
 ``--quick``: 4,000 samples, NFE 10 and 20, fewer samplers, 2 timing repeats. ``--samplers``,
@@ -173,13 +174,10 @@ def run_accuracy(configs, nfes, num, key, log=print):
     return out
 
 
-def _time_min(fn, *args, repeats: int):
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best
+def _time_once(fn, *args):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0
 
 
 def run_speed(configs, nfe: int, repeats: int, log=print):
@@ -199,7 +197,21 @@ def run_speed(configs, nfe: int, repeats: int, log=print):
     t = jnp.full((B,), 0.5)
     one = jax.jit(score_fn)
     jax.block_until_ready(one(x, t))
-    t_score = _time_min(one, x, t, repeats=20 * repeats)
+    scores = []
+
+    def paired(compiled, args, calls):
+        """(median run time, median ratio, [min, max] ratio) over ``repeats`` rounds; each round times
+        one run, then 10 score calls, and its ratio is run / (calls x median of those score calls).
+        Paired, because on this shared VM the score call alone drifts between 3.2 and 4.6 ms within a
+        minute: unpaired minima were off by 20%."""
+        runs, ratios = [], []
+        for _ in range(repeats):
+            run = _time_once(compiled, *args)
+            score = float(np.median([_time_once(one, x, t) for _ in range(10)]))
+            runs.append(run)
+            ratios.append(run / (calls * score))
+            scores.append(score)
+        return float(np.median(runs)), float(np.median(ratios)), [float(min(ratios)), float(max(ratios))]
 
     def bare_loop(x):  # the floor for any compiled loop: NFE score calls in a lax.scan, nothing else
         def body(x, i):
@@ -209,9 +221,9 @@ def run_speed(configs, nfe: int, repeats: int, log=print):
 
     loop = jax.jit(bare_loop)
     jax.block_until_ready(loop(x))
-    t_loop = _time_min(loop, x, repeats=repeats)
-    log(f"[speed] one compiled score call (B={B}): {1e3 * t_score:.3f} ms; bare lax.scan of {nfe} calls: "
-        f"{1e3 * t_loop:.2f} ms = {t_loop / (nfe * t_score):.3f} x NFE x score call")
+    t_loop, loop_ratio, loop_spread = paired(loop, (x,), nfe)
+    log(f"[speed] bare lax.scan of {nfe} score calls (B={B}): {1e3 * t_loop:.2f} ms = {loop_ratio:.3f} x NFE x "
+        f"score call (rounds {loop_spread[0]:.3f}-{loop_spread[1]:.3f})")
     rows = {}
     for label in configs:
         name, sde, opts, adaptive = split_config(label)
@@ -227,14 +239,13 @@ def run_speed(configs, nfe: int, repeats: int, log=print):
         t_compile = time.perf_counter() - t0
         _, info = jax.block_until_ready(compiled(key))
         true_nfe = int(info["nfe"])
-        t_run = _time_min(compiled, key, repeats=repeats)
-        ratio = t_run / (true_nfe * t_score)
-        ratio_loop = t_run / (true_nfe / nfe * t_loop)
-        rows[label] = {"nfe": true_nfe, "steps": kw["steps"], "compile_s": t_compile, "run_s": t_run, "ratio": ratio,
-                       "ratio_vs_bare_scan": ratio_loop}
-        log(f"[speed] {label:18s} nfe {true_nfe:3d}: run {1e3 * t_run:8.2f} ms = {ratio:.3f} x NFE x score call "
-            f"({ratio_loop:.3f} x bare scan); compile {t_compile:.2f} s")
-    return {"score_call_s": t_score, "bare_scan_s": t_loop, "bare_scan_ratio": t_loop / (nfe * t_score),
+        run, ratio, spread = paired(compiled, (key,), true_nfe)
+        rows[label] = {"nfe": true_nfe, "steps": kw["steps"], "compile_s": t_compile, "run_s": run, "ratio": ratio,
+                       "ratio_spread": spread, "ratio_vs_bare_scan": ratio / loop_ratio}
+        log(f"[speed] {label:18s} nfe {true_nfe:3d}: run {1e3 * run:8.2f} ms = {ratio:.3f} x NFE x score call "
+            f"(rounds {spread[0]:.3f}-{spread[1]:.3f}; {ratio / loop_ratio:.3f} x bare scan); compile {t_compile:.2f} s")
+    t_score = float(np.median(scores))
+    return {"score_call_s": t_score, "bare_scan_s": t_loop, "bare_scan_ratio": loop_ratio,
             "batch": B, "dim": d, "model": "ScoreMLP(256,256,256)", "samplers": rows,
             "load_average": os.getloadavg()[0], "cpu_count": os.cpu_count()}
 
@@ -322,7 +333,7 @@ def main(argv=None):
     if args.speed_only:
         with open(args.out) as f:
             result = json.load(f)
-        result["speed"] = run_speed(configs, 20, repeats=2 if args.quick else 5)
+        result["speed"] = run_speed(configs, 20, repeats=3 if args.quick else 15)
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1, default=float)
         print(f"updated speed in {args.out}")
@@ -339,7 +350,7 @@ def main(argv=None):
     }
     result["targets"] = targets(acc)
     if not args.no_speed:
-        result["speed"] = run_speed(configs, 20, repeats=2 if args.quick else 5)
+        result["speed"] = run_speed(configs, 20, repeats=3 if args.quick else 15)
     result["wall_s"] = time.perf_counter() - t0
     for k in ("best_at_10", "best_at_20"):
         for mname, b in result[k].items():
