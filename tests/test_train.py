@@ -376,6 +376,49 @@ def _corrupt_fingerprint(step_dir):
         json.dump(meta, f)
 
 
+@pytest.mark.parametrize(
+    "dtype", ["float32", "float64", "bfloat16", "float16", "int8", "uint8", "int32", "uint32", "int64", "bool"]
+)
+def test_host_fingerprint_equals_device_checksums(dtype, monkeypatch):
+    """The host (numpy) checksums are the device (XLA) ones, across host chunk boundaries; one
+    flipped bit changes the sum, and swapping two equal-sum elements changes the weighted sum."""
+    from jaxscore.train import checkpoint as ckpt
+
+    monkeypatch.setattr(ckpt, "_HOST_CHUNK", 7)  # several chunks, the last one partial
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(dtype in ("float64", "int64")):
+        if dtype == "bool":
+            x = jnp.asarray(rng.integers(0, 2, (5, 6)).astype(bool))
+        else:
+            x = jnp.asarray(rng.normal(size=(5, 6)) * 50, dtype=dtype)
+        device = [int(v) for v in np.asarray(ckpt._leaf_checksums(x))]
+        assert ckpt._leaf_fingerprint(x) == device
+        assert ckpt._leaf_fingerprint(np.asarray(x)) == device
+        assert ckpt._leaf_fingerprint(x[0, 0]) == [int(v) for v in np.asarray(ckpt._leaf_checksums(x[0, 0]))]
+        bits = np.asarray(x).copy().reshape(-1).view(np.uint8)
+        bits[3] ^= 1
+        assert ckpt._leaf_fingerprint(bits.view(np.asarray(x).dtype).reshape(5, 6))[0] != device[0]
+        swapped = np.asarray(x).copy()
+        swapped[0, [0, 1]] = swapped[0, [1, 0]]
+        if swapped[0, 0] != swapped[0, 1]:
+            got = ckpt._leaf_fingerprint(swapped)
+            assert got[0] == device[0] and got[1] != device[1]
+
+
+def test_fingerprint_of_sharded_and_replicated_arrays():
+    """On 8 fake devices: an array sharded over devices (gathered on the host) and a replicated
+    one (one local copy read) fingerprint like the same values on one device."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from jaxscore.train.checkpoint import fingerprint
+
+    mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+    x = jnp.arange(64 * 3, dtype=jnp.float32).reshape(64, 3) / 7
+    tree = {"sharded": jax.device_put(x, NamedSharding(mesh, PartitionSpec("d"))),
+            "replicated": jax.device_put(x, NamedSharding(mesh, PartitionSpec()))}
+    assert fingerprint(tree) == fingerprint({"sharded": x, "replicated": x})
+
+
 @pytest.mark.parametrize("corrupt", [_corrupt_garbage, _corrupt_partial, _corrupt_fingerprint])
 def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, corrupt):
     ck = Checkpointer(tmp_path, save_every=1, keep_last=3, async_save=False)

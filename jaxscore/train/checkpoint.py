@@ -14,7 +14,7 @@ Guarantees:
   finished). A run killed mid-save leaves only a tmp directory, which is never listed as a
   step and is deleted when the next manager opens the directory.
 - *Verified*: ``meta.fingerprint`` holds two wrapping ``uint32`` checksums of every leaf's
-  bit pattern (plain sum and position-weighted sum), computed on device at save time and
+  bit pattern (plain sum and position-weighted sum), computed on the host at save time and
   re-checked after restore, so silently altered bytes are caught too.
 - *Fallback*: if the latest step cannot be read or fails its fingerprint, a warning
   (``CheckpointFallbackWarning``) is issued, the step is moved to
@@ -101,8 +101,15 @@ class CorruptCheckpointError(RuntimeError):
 # ---- fingerprint -----------------------------------------------------------------------
 
 
+_WEIGHT_MUL = 2654435761  # Knuth's multiplicative hash constant: weights a*i + 1 (mod 2**32)
+_HOST_CHUNK = 1 << 22  # elements per host chunk: bounds the temporaries to ~32 MiB per leaf
+
+
 def _leaf_checksums(x) -> jax.Array:
-    """Two wrapping uint32 checksums of ``x``'s bit pattern: ``[sum u_i, sum u_i*(a*i+1)]``."""
+    """Two wrapping uint32 checksums of ``x``'s bit pattern: ``[sum u_i, sum u_i*(a*i+1)]``.
+
+    Device form, for arrays no single process holds whole; :func:`_leaf_checksums_host` is
+    the same function in numpy (tested equal for every dtype)."""
     x = jnp.asarray(x)
     if x.dtype == jnp.bool_:
         u = x.astype(jnp.uint32)
@@ -118,13 +125,43 @@ def _leaf_checksums(x) -> jax.Array:
             raise TypeError(f"fingerprint: unsupported dtype {x.dtype}.")
     u = u.reshape(-1)
     idx = lax.iota(jnp.uint32, u.size)
-    weights = idx * jnp.uint32(2654435761) + jnp.uint32(1)
+    weights = idx * jnp.uint32(_WEIGHT_MUL) + jnp.uint32(1)
     return jnp.stack([jnp.sum(u, dtype=jnp.uint32), jnp.sum(u * weights, dtype=jnp.uint32)])
 
 
-@jax.jit
-def _fingerprint_device(tree):
-    return [_leaf_checksums(x) for x in jax.tree.leaves(tree)]
+_leaf_checksums_device = jax.jit(_leaf_checksums)
+
+
+def _leaf_checksums_host(a: np.ndarray) -> list[int]:
+    """:func:`_leaf_checksums` in numpy, in chunks (uint32 arithmetic wraps in both)."""
+    a = np.ascontiguousarray(a)
+    if a.dtype.itemsize in (4, 8):
+        u = a.reshape(-1).view(np.uint32)  # 8-byte: low word first, as XLA's bitcast on little-endian
+    elif a.dtype.itemsize in (2, 1):
+        u = a.reshape(-1).view(np.uint16 if a.dtype.itemsize == 2 else np.uint8)  # bool: 0 / 1 bytes
+    else:  # pragma: no cover - no other widths in JAX
+        raise TypeError(f"fingerprint: unsupported dtype {a.dtype}.")
+    total = weighted = np.uint32(0)
+    with np.errstate(over="ignore"):
+        for start in range(0, u.size, _HOST_CHUNK):
+            chunk = u[start : start + _HOST_CHUNK].astype(np.uint32)
+            weights = np.arange(start, start + chunk.size, dtype=np.uint64).astype(np.uint32)
+            weights = weights * np.uint32(_WEIGHT_MUL) + np.uint32(1)
+            total = total + chunk.sum(dtype=np.uint32)
+            weighted = weighted + (chunk * weights).sum(dtype=np.uint32)
+    return [int(total), int(weighted)]
+
+
+def _leaf_fingerprint(x) -> list[int]:
+    """Checksums on the host when this process holds the whole array (no compile, no device
+    work: ~0.7 s for the 943 MiB CIFAR-10 DDPM++ state, where one jit over the tree cost 33 s
+    to compile on every restore); a global device reduction otherwise."""
+    if isinstance(x, jax.Array):
+        if x.is_fully_replicated:
+            return _leaf_checksums_host(np.asarray(x.addressable_data(0)))
+        if not x.is_fully_addressable:
+            return [int(v) for v in np.asarray(_leaf_checksums_device(x).addressable_data(0))]
+    return _leaf_checksums_host(np.asarray(x))
 
 
 def _key_name(entry) -> str:
@@ -142,11 +179,8 @@ def _path_names(tree) -> list[str]:
 
 
 def fingerprint(tree) -> dict[str, list[int]]:
-    """``{leaf path: [sum, weighted sum]}`` uint32 checksums of ``tree`` (computed on device)."""
-    out = _fingerprint_device(tree)
-    return {
-        name: [int(v) for v in np.asarray(c.addressable_data(0))] for name, c in zip(_path_names(tree), out)
-    }
+    """``{leaf path: [sum, weighted sum]}`` uint32 checksums of ``tree`` (see :func:`_leaf_checksums`)."""
+    return {name: _leaf_fingerprint(x) for name, x in zip(_path_names(tree), jax.tree.leaves(tree))}
 
 
 # ---- config check ----------------------------------------------------------------------
