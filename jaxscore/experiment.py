@@ -19,10 +19,12 @@ processes; files are written by process 0 only.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,9 +156,15 @@ def model_score_fn(config, model, params, sde, **apply_kwargs):
 
 # --- training ----------------------------------------------------------------------------
 
+@eqx.filter_jit
+def _call_score(score_fn, x, t):
+    """``score_fn(x, t)`` compiled; a ``jax.tree_util.Partial`` score's parameters are traced."""
+    return score_fn(x, t)
+
+
 def _toy_report(config, workdir, data, score_fn, sde, key) -> dict:
     num = int(config.eval.num_samples)
-    score_fn = jax.jit(score_fn)  # evaluated eagerly below (errors, field plot): compile once
+    score_fn = functools.partial(_call_score, score_fn)  # evaluated eagerly below: compiled once per run
     samples = np.asarray(sample_in_batches(key, score_fn, sde, (min(num, 4096), 2), num, config.sampling.sampler,
                                            config.sampling.steps, progress=False))
     reference = data["test"]["x"]
@@ -240,7 +248,8 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     def report(state, step):
         if jax.process_index() != 0:
             return None
-        score_fn = model_score_fn(config, model, state.ema_params, sde)
+        # a Partial over one function object: the samplers compile once per run, not per report
+        score_fn = jax.tree_util.Partial(score_with_params, state.ema_params)
         key = jax.random.key(20_000 + int(config.seed))
         if data["image"]:
             return _image_report(config, workdir, data, score_fn, sde, key, step)

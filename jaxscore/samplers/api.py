@@ -12,6 +12,7 @@ import importlib
 import math
 from typing import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -121,17 +122,32 @@ def steps_for_nfe(sampler: str, nfe: int, **options) -> int:
     return max(1, budget // per)
 
 
+@eqx.filter_jit
+def _sample_batch(fn, key, offset, score_fn, sde, shape, steps, offset_aware, options):
+    """One batch of :func:`sample_in_batches`, compiled once per (sampler, ``score_fn``, shape,
+    steps, options): arrays among the arguments are traced (so a ``jax.tree_util.Partial`` score
+    over new parameters reuses the executable), everything else is static."""
+    if offset_aware:
+        return fn(key, score_fn, sde, shape, steps=steps, example_offset=offset, **options)
+    return fn(jax.random.fold_in(key, offset // shape[0]), score_fn, sde, shape, steps=steps, **options)
+
+
 def sample_in_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: str = "dpmpp_2m",
                       steps: int | None = 20, *, progress: bool = True, desc: str | None = None, **options):
     r"""Draw ``num`` samples in batches of ``shape_per_batch[0]``: a Python loop over batches (with a
-    tqdm bar when ``progress``), each batch one compiled call (compiled once; the last, partial
-    batch is padded and cut).
+    tqdm bar when ``progress``), each batch one compiled call (the last, partial batch is padded
+    and cut).
 
     Example ``g`` (global index) is drawn with the per-example key ``fold_in(key, g)`` for every
     sampler written on the fixed-step core, so the result does not depend on the batch size: it
     equals ``sample(key, ..., (num, *D))``. For the diffrax samplers (``ode``, ``sde``) batch ``j``
     gets ``fold_in(key, j)`` (invariant only for a fixed batch size).
     Returns ``[num, *D]`` (``info`` of the last batch is dropped; use :func:`sample` for it).
+
+    Compilation is cached across calls by the identity of ``score_fn``. To sample with new
+    parameters without recompiling (an eval hook during training), pass the score as
+    ``jax.tree_util.Partial(score_with_params, params)`` over one function object
+    ``score_with_params(params, x, t)``: the parameters are then traced, not baked in.
     """
     shape_per_batch = check_shape(shape_per_batch)
     if check_steps(num, name="num") < 1:
@@ -141,13 +157,6 @@ def sample_in_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: st
         raise ValueError("sample_in_batches returns samples only; call sample(..., return_info=True) for info.")
     batch = shape_per_batch[0]
     n_batches = math.ceil(num / batch)
-    offset_aware = sampler in _OFFSET_AWARE
-
-    if offset_aware:
-        run = jax.jit(lambda k, off: fn(k, score_fn, sde, shape_per_batch, steps=steps, example_offset=off, **options))
-    else:
-        run = jax.jit(lambda k, off: fn(jax.random.fold_in(k, off // batch), score_fn, sde, shape_per_batch,
-                                        steps=steps, **options))
     iterator = range(n_batches)
     if progress:
         from tqdm.auto import tqdm
@@ -155,5 +164,6 @@ def sample_in_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: st
         iterator = tqdm(iterator, desc=desc or f"sampling ({sampler})", unit="batch")
     outs = []
     for j in iterator:
-        outs.append(run(key, jnp.asarray(j * batch, jnp.uint32)))
+        outs.append(_sample_batch(fn, key, jnp.asarray(j * batch, jnp.uint32), score_fn, sde, shape_per_batch, steps,
+                                  sampler in _OFFSET_AWARE, options))
     return jnp.concatenate(outs, axis=0)[:num]
