@@ -70,7 +70,7 @@ def _sample(args, overrides) -> int:
     _check_sampler_options(args.sampler, options)
     path = sample_from_workdir(
         args.workdir, sampler=args.sampler, steps=args.steps, num=args.num, out=args.out,
-        batch_size=args.batch_size, seed=args.seed, **options,
+        batch_size=args.batch_size, seed=args.seed, label=args.label, guidance_scale=args.guidance_scale, **options,
     )
     print(f"wrote {path}")
     return 0
@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--batch-size", type=int, default=1024)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default="samples.npz", help="npz file (key 'samples'); a PNG is written beside it")
+    sample.add_argument("--label", type=int, default=None,
+                        help="class-conditional models: draw this class (default: sample i gets class i %% num_classes)")
+    sample.add_argument("--guidance-scale", type=float, default=None,
+                        help="class-conditional models: classifier-free guidance scale (default: the run's "
+                             "sampling.guidance_scale; 1 = conditional, 0 = unconditional)")
     sample.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE",
                         help="sampler option (repeatable), e.g. --option snr=0.16 --option eta=1.0")
     sample.set_defaults(run=_sample)

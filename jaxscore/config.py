@@ -236,6 +236,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.training.max_consecutive_nonfinite = 10
     c.training.async_checkpoint = True
     c.training.progress = True
+    c.training.label_dropout = 0.1  # class-conditional models (model.num_classes): P(label -> null), for CFG
 
     c.distributed = ml_collections.ConfigDict()  # multi-host: jax.distributed.initialize()
     c.distributed.enabled = False
@@ -249,6 +250,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling.sampler = "dpmpp_2m"
     c.sampling.steps = 20
     c.sampling.num_samples = 64
+    c.sampling.guidance_scale = 1.0  # class-conditional models: classifier-free scale (1 = conditional, 0 = unconditional)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_samples = 4000  # toy: samples for the scatter and mode metrics

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscore import losses, viz
+from jaxscore import guidance, losses, viz
 from jaxscore.config import config_to_dict, model_overrides
 from jaxscore.data import images as image_data
 from jaxscore.data import pipeline, toy
@@ -107,6 +107,7 @@ def make_loss_fn(config, model, sde) -> Callable:
     """``loss_fn(params, key, batch) -> scalar``; dropout keys are split from ``key``."""
     name = config.loss.name
     param = config.model.parameterization
+    label_dropout = float(config.training.get("label_dropout", 0.0))
 
     def loss_fn(params, key, batch):
         loss_key, dropout_key = jax.random.split(key)
@@ -114,7 +115,10 @@ def make_loss_fn(config, model, sde) -> Callable:
         def apply(p, x, t, **kw):
             return model.apply({"params": p}, x, t, train=True, rngs={"dropout": dropout_key}, **kw)
 
-        kw = {"labels": batch["labels"]} if "labels" in batch else {}
+        kw = {}
+        if "labels" in batch:  # class-conditional: label dropout trains the null label too (CFG)
+            kw["labels"] = guidance.drop_labels(jax.random.fold_in(key, 2), batch["labels"], rate=label_dropout,
+                                                null_label=int(config.model.num_classes))
         x0 = batch["x"]
         if name == "continuous_dsm":
             return losses.continuous_dsm_loss(apply, params, loss_key, x0, sde, parameterization=param,
@@ -154,6 +158,22 @@ def model_score_fn(config, model, params, sde, **apply_kwargs):
     return make_score_fn(apply, params, sde, config.model.parameterization, **apply_kwargs)
 
 
+def class_score_fn(config, model, params, sde, labels, guidance_scale: float = 1.0):
+    """A class-conditional network's score for ``labels`` (scalar or [B] ints): conditional when
+    ``guidance_scale == 1``, else classifier-free guided with the null label ``num_classes``."""
+    def score_with_labels(x, t, y):
+        return model_score_fn(config, model, params, sde, labels=y)(x, t)
+
+    if float(guidance_scale) == 1.0:
+        return guidance.with_labels(score_with_labels, labels)
+    return guidance.classifier_free(score_with_labels, labels, null_label=int(config.model.num_classes),
+                                    scale=float(guidance_scale))
+
+
+def is_conditional(config) -> bool:
+    return bool(config.model.get("num_classes"))
+
+
 # --- training ----------------------------------------------------------------------------
 
 @eqx.filter_jit
@@ -187,6 +207,8 @@ def _toy_report(config, workdir, data, score_fn, sde, key) -> dict:
 
 
 def _image_report(config, workdir, data, score_fn, sde, key, step) -> dict:
+    """Sample grid; for a class-conditional model ``score_fn`` is conditioned on ``i % num_classes``
+    for sample i (so a grid with num_classes columns shows one class per column)."""
     num = int(config.sampling.num_samples)
     shape = (num, *data["shape"])
     samples = np.asarray(sample_in_batches(key, score_fn, sde, shape, num, config.sampling.sampler,
@@ -231,6 +253,9 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     def score_with_params(params, x, t):
         return model_score_fn(config, model, params, sde)(x, t)
 
+    def class_score_with_params(params, labels, x, t):
+        return class_score_fn(config, model, params, sde, labels, config.sampling.get("guidance_scale", 1.0))(x, t)
+
     def bpd(state, step):
         # this process's share of the first eval.bpd_num test images, local EMA params
         from jaxscore.likelihood import bits_per_dim
@@ -251,6 +276,9 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
         # a Partial over one function object: the samplers compile once per run, not per report
         score_fn = jax.tree_util.Partial(score_with_params, state.ema_params)
         key = jax.random.key(20_000 + int(config.seed))
+        if is_conditional(config):
+            labels = jnp.arange(int(config.sampling.num_samples), dtype=jnp.int32) % int(config.model.num_classes)
+            score_fn = jax.tree_util.Partial(class_score_with_params, state.ema_params, labels)
         if data["image"]:
             return _image_report(config, workdir, data, score_fn, sde, key, step)
         return _toy_report(config, workdir, data, score_fn, sde, key)
@@ -269,8 +297,8 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
 
 # --- inference from a workdir --------------------------------------------------------------
 
-def load_for_inference(workdir: str):
-    """The config, EMA ``score_fn``, SDE and per-example data shape of the latest checkpoint in ``workdir``."""
+def _load_run(workdir: str):
+    """``(config, model, EMA params, sde, data shape, step)`` of the latest checkpoint in ``workdir``."""
     from ml_collections import ConfigDict
 
     from jaxscore.train import restore_params
@@ -284,20 +312,48 @@ def load_for_inference(workdir: str):
     sde = build_sde(config.sde)
     model = build_model_from_config(config.model)
     params, step = restore_params(workdir, make_init_fn(model, data_shape), which="ema_params")
+    return config, model, params, sde, data_shape, step
+
+
+def load_for_inference(workdir: str):
+    """The config, EMA ``score_fn``, SDE and per-example data shape of the latest checkpoint in ``workdir``
+    (a class-conditional model's score is its unconditional one: the null label)."""
+    config, model, params, sde, data_shape, step = _load_run(workdir)
     return config, model_score_fn(config, model, params, sde), sde, data_shape, step
 
 
 def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out: str,
-                        batch_size: int = 1024, seed: int = 0, progress: bool = True, **options) -> str:
+                        batch_size: int = 1024, seed: int = 0, progress: bool = True, label: int | None = None,
+                        guidance_scale: float | None = None, **options) -> str:
     """Sample ``num`` examples with the EMA parameters; write ``out`` (npz, key ``samples``) and a PNG beside it.
 
-    ``options`` go to the sampler (e.g. ``snr=0.16`` for ``pc``, ``eta=1.0`` for ``ddim``)."""
-    config, score_fn, sde, shape, step = load_for_inference(workdir)
+    ``options`` go to the sampler (e.g. ``snr=0.16`` for ``pc``, ``eta=1.0`` for ``ddim``).
+    Class-conditional models (``model.num_classes = K``): sample ``i`` gets class ``label``, or
+    ``i % K`` when ``label`` is None (the batch size is then rounded down to a multiple of K, so the
+    pattern holds across batches; the npz also holds ``labels``); ``guidance_scale`` (default the
+    config's ``sampling.guidance_scale``) is the classifier-free scale.
+    """
+    config, model, params, sde, shape, step = _load_run(workdir)
     batch = min(batch_size, num)
+    extra = {}
+    if is_conditional(config):
+        k = int(config.model.num_classes)
+        if label is not None and not 0 <= int(label) < k:
+            raise ValueError(f"label: expected a class in [0, {k}), got {label}.")
+        if label is None and batch > k:
+            batch -= batch % k
+        labels = jnp.full((batch,), int(label), jnp.int32) if label is not None else jnp.arange(batch, dtype=jnp.int32) % k
+        scale = config.sampling.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale
+        score_fn = class_score_fn(config, model, params, sde, labels, scale)
+        extra["labels"] = np.full(num, label, np.int32) if label is not None else (np.arange(num) % k).astype(np.int32)
+    else:
+        if label is not None or guidance_scale is not None:
+            raise ValueError(f"label / guidance_scale: the model in {workdir!r} is unconditional (config.model.num_classes unset).")
+        score_fn = model_score_fn(config, model, params, sde)
     samples = np.asarray(sample_in_batches(jax.random.key(seed), score_fn, sde, (batch, *shape), num, sampler, steps,
                                            progress=progress, **options))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    np.savez(out, samples=samples, step=step)
+    np.savez(out, samples=samples, step=step, **extra)
     png = os.path.splitext(out)[0] + ".png"
     if len(shape) == 3:
         viz.save_image_grid(np.clip(samples[:256], -1, 1), png)

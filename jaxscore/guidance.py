@@ -7,6 +7,8 @@ likelihood run on it unchanged (the DESIGN contract). Notation: the forward SDE 
 
 Conditional generation
 
+* :func:`drop_labels`: label dropout while training, so one network is both conditional and
+  unconditional (the null label).
 * :func:`with_labels` binds class labels: :math:`s(x, t \mid y)`.
 * :func:`classifier_free` (Ho & Salimans 2022):
   :math:`\tilde s = s(x,t\mid\varnothing) + \gamma\,[s(x,t\mid y) - s(x,t\mid\varnothing)]`,
@@ -58,6 +60,7 @@ __all__ = [
     "classifier_free",
     "classifier_guidance",
     "dps",
+    "drop_labels",
     "grayscale_operator",
     "mask_operator",
     "pigdm",
@@ -75,6 +78,19 @@ def _labels_for(labels, x: jax.Array) -> jax.Array:
     if labels.shape != x.shape[:1]:
         raise ValueError(f"labels: expected a scalar or shape [B] = {tuple(x.shape[:1])}, got {tuple(labels.shape)}.")
     return labels
+
+
+def drop_labels(key, labels, *, rate: float, null_label: int) -> jax.Array:
+    r"""Label dropout for classifier-free guidance training: each label independently becomes
+    ``null_label`` with probability ``rate`` (Ho & Salimans use 0.1-0.2), so one network learns
+    both :math:`s(x, t \mid y)` and :math:`s(x, t \mid \varnothing)`. labels: [B] ints -> [B]."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate: expected 0 <= rate < 1, got {rate}.")
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels: expected integer class indices, got dtype {labels.dtype}.")
+    drop = jax.random.bernoulli(key, rate, labels.shape)
+    return jnp.where(drop, jnp.asarray(null_label, labels.dtype), labels)
 
 
 def with_labels(score_fn_labels: LabeledScoreFn, labels) -> ScoreFn:

@@ -218,3 +218,15 @@ def test_guidance_input_errors():
         guidance.sdedit(jax.random.PRNGKey(0), prior.score_fn(sde), sde, x, 1.5)
     with pytest.raises(ValueError, match="3 channels"):
         guidance.grayscale_operator(3)[0](jnp.zeros((1, 2, 2, 4)))
+
+
+def test_drop_labels_rate_and_null():
+    labels = jnp.arange(200_000, dtype=jnp.int32) % 10
+    out = np.asarray(guidance.drop_labels(jax.random.PRNGKey(0), labels, rate=0.1, null_label=10))
+    dropped = out == 10
+    assert abs(dropped.mean() - 0.1) < 4 * np.sqrt(0.1 * 0.9 / labels.size)  # binomial: 4 standard errors
+    np.testing.assert_array_equal(out[~dropped], np.asarray(labels)[~dropped])
+    np.testing.assert_array_equal(np.asarray(guidance.drop_labels(jax.random.PRNGKey(0), labels, rate=0.0, null_label=10)),
+                                  np.asarray(labels))
+    with pytest.raises(ValueError, match="rate"):
+        guidance.drop_labels(jax.random.PRNGKey(0), labels, rate=1.0, null_label=10)
