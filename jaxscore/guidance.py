@@ -193,6 +193,23 @@ def _check_observation(forward: LinearOp, x: jax.Array, y: jax.Array) -> jax.Arr
     return y
 
 
+def _linear_posterior_score(score_fn: ScoreFn, sde, forward: LinearOp, y, scale: float, likelihood_cov) -> ScoreFn:
+    r""":math:`s + \gamma\,(\partial \hat x_0/\partial x_t)^\top A^\top C_t^{-1}(y - A\hat x_0)` with the
+    diagonal :math:`C_t` = ``likelihood_cov(alpha, sigma, A x0_hat)`` (broadcastable to ``y``)."""
+
+    def guided(x, t):
+        x, t = check_batch(x, t)
+        yy = _check_observation(forward, x, y)
+        alpha, sigma = sde.marginal_coefs(t)
+        x0, vjp_denoiser, score = jax.vjp(_denoiser(score_fn, sde, t), x, has_aux=True)
+        ax0, vjp_forward = jax.vjp(forward, x0)
+        (g0,) = vjp_forward((yy - ax0) / likelihood_cov(alpha, sigma, ax0))
+        (g,) = vjp_denoiser(g0)
+        return score + scale * g
+
+    return guided
+
+
 def pigdm(score_fn: ScoreFn, sde, forward: LinearOp, y, *, noise_std: float, aat=1.0, data_var: float = 1.0,
           scale: float = 1.0) -> ScoreFn:
     r"""ΠGDM posterior score for :math:`y = A x_0 + N(0, \sigma_y^2 I)` (see the module docstring).
@@ -205,19 +222,11 @@ def pigdm(score_fn: ScoreFn, sde, forward: LinearOp, y, *, noise_std: float, aat
     ``scale``: a multiplier on the likelihood term (1 = the ΠGDM posterior).
     """
 
-    def guided(x, t):
-        x, t = check_batch(x, t)
-        yy = _check_observation(forward, x, y)
-        alpha, sigma = sde.marginal_coefs(t)
-        x0, vjp_denoiser, score = jax.vjp(_denoiser(score_fn, sde, t), x, has_aux=True)
-        ax0, vjp_forward = jax.vjp(forward, x0)
+    def likelihood_cov(alpha, sigma, ax0):  # sigma_y^2 + r_t^2 diag(A A^T)
         r2 = data_var * sigma**2 / (alpha**2 * data_var + sigma**2)
-        cov = noise_std**2 + broadcast_to_data(r2, ax0) * jnp.asarray(aat, x.dtype)
-        (g0,) = vjp_forward((yy - ax0) / cov)
-        (g,) = vjp_denoiser(g0)
-        return score + scale * g
+        return noise_std**2 + broadcast_to_data(r2, ax0) * jnp.asarray(aat, ax0.dtype)
 
-    return guided
+    return _linear_posterior_score(score_fn, sde, forward, y, scale, likelihood_cov)
 
 
 def dps(score_fn: ScoreFn, sde, forward: LinearOp, y, *, noise_std: float, scale: float = 1.0) -> ScoreFn:
@@ -225,17 +234,7 @@ def dps(score_fn: ScoreFn, sde, forward: LinearOp, y, *, noise_std: float, scale
     (see the module docstring). ``forward`` may be any differentiable per-example map."""
     if noise_std <= 0:
         raise ValueError(f"noise_std: expected > 0 (DPS divides by sigma_y^2), got {noise_std}.")
-
-    def guided(x, t):
-        x, t = check_batch(x, t)
-        yy = _check_observation(forward, x, y)
-        x0, vjp_denoiser, score = jax.vjp(_denoiser(score_fn, sde, t), x, has_aux=True)
-        ax0, vjp_forward = jax.vjp(forward, x0)
-        (g0,) = vjp_forward((yy - ax0) / noise_std**2)
-        (g,) = vjp_denoiser(g0)
-        return score + scale * g
-
-    return guided
+    return _linear_posterior_score(score_fn, sde, forward, y, scale, lambda alpha, sigma, ax0: noise_std**2)
 
 
 # --- editing --------------------------------------------------------------------------------
