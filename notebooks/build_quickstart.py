@@ -87,9 +87,10 @@ plt.figure(figsize=(3, 3)); plt.scatter(*np.asarray(x).T, s=1); plt.gca().set_as
 ]
 
 
-def build(path: str) -> None:
+def write_notebook(cells_src, path: str) -> None:
+    """Write ``[(kind, source)]`` cells (kind ``"md"`` or ``"code"``) as an unexecuted notebook."""
     cells = []
-    for kind, src in CELLS:
+    for kind, src in cells_src:
         cell = {"cell_type": "markdown" if kind == "md" else "code", "metadata": {}, "source": src}
         if kind == "code":
             cell.update(execution_count=None, outputs=[])
@@ -103,6 +104,10 @@ def build(path: str) -> None:
     }
     with open(path, "w") as f:
         json.dump(nb, f, indent=1)
+
+
+def build(path: str) -> None:
+    write_notebook(CELLS, path)
 
 
 if __name__ == "__main__":
