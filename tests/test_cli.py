@@ -19,19 +19,9 @@ import pytest
 from jaxscore import cli, experiment
 from jaxscore.data.toy import ring_mixture
 from jaxscore.likelihood import log_likelihood
+from short_runs import DIGITS, N_ITERS, SHORT_DIGITS_COND, SHORT_TOY2D, TOY2D
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs")
-TOY2D = os.path.join(CONFIGS, "toy2d.py")
-DIGITS = os.path.join(CONFIGS, "digits.py")
-N_ITERS = 1000
-TRAIN_ARGS = [
-    f"--config.training.n_iters={N_ITERS}",
-    f"--config.training.eval_every={N_ITERS}",
-    f"--config.training.checkpoint_every={N_ITERS}",
-    "--config.training.progress=false",
-    "--config.optim.ema_rate=0.99",  # 0.999**1000 = 0.37 of the EMA would still be the initialisation
-    "--config.eval.num_samples=1000",
-]
+TRAIN_ARGS = [*SHORT_TOY2D, "--config.eval.num_samples=1000"]
 
 
 def test_train_sample_likelihood_on_a_toy_run(tmp_path, capsys):
@@ -151,9 +141,7 @@ def test_class_conditional_digits_train_and_guided_sample(tmp_path, capsys):
     guided ``sample`` run; sample i gets class i % 10 across batches (batch 12 is rounded down to
     10) and the npz records it; a class out of range is a clear error."""
     wd = str(tmp_path / "cond")
-    assert cli.main(["train", "--config", DIGITS + ":cond", "--workdir", wd, "--config.training.n_iters=2",
-                     "--config.training.eval_every=2", "--config.training.progress=false",
-                     "--config.sampling.num_samples=10", "--config.sampling.steps=2"]) == 0
+    assert cli.main(["train", "--config", DIGITS + ":cond", "--workdir", wd, *SHORT_DIGITS_COND]) == 0
     assert os.path.exists(os.path.join(wd, "samples.png"))
     out = str(tmp_path / "all.npz")
     assert cli.main(["sample", "--workdir", wd, "--num", "25", "--batch-size", "12", "--steps", "2",
@@ -168,9 +156,7 @@ def test_class_conditional_digits_train_and_guided_sample(tmp_path, capsys):
 @pytest.mark.slow
 def test_class_conditional_sample_one_label(tmp_path):
     wd = str(tmp_path / "cond")
-    assert cli.main(["train", "--config", DIGITS + ":cond", "--workdir", wd, "--config.training.n_iters=2",
-                     "--config.training.eval_every=2", "--config.training.progress=false",
-                     "--config.sampling.num_samples=10", "--config.sampling.steps=2"]) == 0
+    assert cli.main(["train", "--config", DIGITS + ":cond", "--workdir", wd, *SHORT_DIGITS_COND]) == 0
     out = str(tmp_path / "sevens.npz")
     assert cli.main(["sample", "--workdir", wd, "--label", "7", "--num", "6", "--steps", "2", "--out", out]) == 0
     got = np.load(out, allow_pickle=False)

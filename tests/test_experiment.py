@@ -21,23 +21,9 @@ from jaxscore.config import ConfigError, load_config
 from jaxscore.data.toy import ring_mixture
 from jaxscore.metrics import relative_score_error
 from jaxscore.train import read_metrics
+from short_runs import CONFIGS, N_ITERS, SHORT_TOY2D, TOY2D
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs")
-TOY2D = os.path.join(CONFIGS, "toy2d.py")
-
-N_ITERS = 1000
-# A short version of toy2d: 1000 steps instead of 4000 (~6 s of training on 2 cores). EMA 0.99
-# instead of 0.999 because 0.999**1000 = 0.37 would leave a third of the EMA weight on the
-# random initialisation.
-TOY_OVERRIDES = [
-    f"--config.training.n_iters={N_ITERS}",
-    f"--config.training.eval_every={N_ITERS}",
-    f"--config.training.checkpoint_every={N_ITERS}",
-    "--config.training.log_every=100",
-    "--config.training.progress=false",
-    "--config.optim.ema_rate=0.99",
-    "--config.eval.num_samples=2000",
-]
+TOY_OVERRIDES = [*SHORT_TOY2D, "--config.training.log_every=100", "--config.eval.num_samples=2000"]
 
 
 def png_ok(path) -> bool:
