@@ -274,11 +274,12 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
         if jax.process_index() != 0:
             return None
         # a Partial over one function object: the samplers compile once per run, not per report
-        score_fn = jax.tree_util.Partial(score_with_params, state.ema_params)
-        key = jax.random.key(20_000 + int(config.seed))
         if is_conditional(config):
             labels = jnp.arange(int(config.sampling.num_samples), dtype=jnp.int32) % int(config.model.num_classes)
             score_fn = jax.tree_util.Partial(class_score_with_params, state.ema_params, labels)
+        else:
+            score_fn = jax.tree_util.Partial(score_with_params, state.ema_params)
+        key = jax.random.key(20_000 + int(config.seed))
         if data["image"]:
             return _image_report(config, workdir, data, score_fn, sde, key, step)
         return _toy_report(config, workdir, data, score_fn, sde, key)
