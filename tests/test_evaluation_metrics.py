@@ -380,6 +380,10 @@ def test_save_load_stats_roundtrip_and_pytorch_fid_format(tmp_path):
     pytorch_fid_path = tmp_path / "fid_stats_cifar10.npz"
     np.savez(pytorch_fid_path, mu=x.mean(0), sigma=np.cov(x, rowvar=False))
     assert set(load_stats(pytorch_fid_path)) == {"mu", "sigma"}
+    # a (mu, sigma) pair, written at exactly the path given (numpy would append .npz)
+    exact = tmp_path / "pair.stats"
+    save_stats(exact, (x.mean(0), np.cov(x, rowvar=False)))
+    assert exact.exists() and fid_from_stats(load_stats(exact), stats) == pytest.approx(0.0, abs=1e-10)
 
 
 def test_load_stats_rejects_missing_sigma_pickles_and_bad_shapes(tmp_path):
@@ -391,6 +395,10 @@ def test_load_stats_rejects_missing_sigma_pickles_and_bad_shapes(tmp_path):
     pickled.write_bytes(pickle.dumps({"mu": np.zeros(3), "sigma": np.eye(3)}))
     with pytest.raises(ValueError, match=r"stats\.pkl.*without pickle"):
         load_stats(pickled)
+    single = tmp_path / "mu.npy"
+    np.save(single, np.zeros(3))
+    with pytest.raises(ValueError, match=r"mu\.npy.*got a single array"):
+        load_stats(single)
     object_array = tmp_path / "object.npz"
     np.savez(object_array, mu=np.zeros(3), sigma=np.array([np.eye(3), None], dtype=object))
     with pytest.raises(ValueError, match=r"object\.npz.*object \(pickled\) arrays"):
