@@ -15,6 +15,9 @@ from typing import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxscore.samplers._core import check_shape
 from jaxscore.samplers.grids import check_steps
@@ -37,9 +40,10 @@ SAMPLERS: dict[str, str] = {
     "sde": "jaxscore.samplers.diffrax_samplers:sde_sampler",
 }
 
-# samplers written on jaxscore.samplers._core: they accept ``example_offset`` (global example index
-# of row 0), which makes batched sampling exactly batch-size invariant.
-_OFFSET_AWARE = frozenset(SAMPLERS) - {"ode", "sde"}
+# samplers that accept ``example_offset`` (global example index of row 0), which makes batched and
+# device-sharded sampling exactly batch-size invariant: all of them (the fixed-step core and the
+# diffrax ode / sde).
+_OFFSET_AWARE = frozenset(SAMPLERS)
 
 DETERMINISTIC = frozenset({"ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "heun", "ode"})
 """Samplers that use no noise after the prior draw (``ddim`` with its default ``eta=0``)."""
@@ -122,48 +126,182 @@ def steps_for_nfe(sampler: str, nfe: int, **options) -> int:
     return max(1, budget // per)
 
 
+# --- batched sampling over local devices and processes ------------------------------------
+_BATCH_AXIS = "batch"
+
+
+def _sampling_mesh(devices) -> Mesh:
+    """1-D mesh the batch rows are split over: ``None`` -> all of ``jax.local_devices()``; an int
+    ``n`` -> the first ``n`` local devices; a sequence of local ``jax.Device``; or a 1-D ``Mesh``."""
+    local = jax.local_devices()
+    if isinstance(devices, Mesh):
+        if devices.devices.ndim != 1:
+            raise ValueError(f"devices: expected a 1-D Mesh (one batch axis), got axes {devices.axis_names} "
+                             f"of shape {devices.devices.shape}.")
+        devs = list(devices.devices.flat)
+    elif devices is None:
+        devs = local
+    elif isinstance(devices, int) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(local):
+            raise ValueError(f"devices: expected an int in [1, {len(local)}] (local devices), got {devices}.")
+        devs = local[:devices]
+    else:
+        try:
+            devs = list(devices)
+        except TypeError:
+            raise TypeError(f"devices: expected None, an int, a sequence of jax.Device or a 1-D Mesh, "
+                            f"got {type(devices).__name__}.") from None
+        if not devs or not all(isinstance(d, jax.Device) for d in devs) or len(set(devs)) != len(devs):
+            raise ValueError(f"devices: expected a non-empty sequence of distinct jax.Device, got {devices!r}.")
+    foreign = [d for d in devs if d not in local]
+    if foreign:
+        raise ValueError(f"devices: expected devices of this process (jax.local_devices()), got {foreign}.")
+    if isinstance(devices, Mesh):
+        return devices
+    return Mesh(np.asarray(devs), (_BATCH_AXIS,))
+
+
+def _check_process(process_index, process_count) -> tuple[int, int]:
+    """``(p, P)``, each defaulting to ``jax.process_index()`` / ``jax.process_count()``."""
+    p = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"process_count: expected an int >= 1, got {count!r}.")
+    if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < count:
+        raise ValueError(f"process_index: expected an int in [0, {count}) (process_count={count}), got {p!r}.")
+    return p, count
+
+
+def process_rows(num: int, global_batch: int, process_index: int, process_count: int) -> list[tuple[int, int]]:
+    r"""This process's rows of each global batch: ``[(first global index, count)]``, one pair per
+    batch ``j < ceil(num / B)``.
+
+    Global batch ``j`` covers the indices :math:`[jB, \min((j+1)B, num))`; process ``p`` of ``P``
+    takes the contiguous share :math:`[jB + ps, jB + (p+1)s)` of it, :math:`s = \lceil B/P \rceil`
+    (clipped to the batch and to ``num``; a count may be 0). Over all processes every index in
+    ``[0, num)`` appears exactly once. Pure Python, the same on every process.
+    """
+    share = -(-global_batch // process_count)
+    rows = []
+    for j in range(math.ceil(num / global_batch)):
+        first = j * global_batch + process_index * share
+        end = min(first + share, (j + 1) * global_batch, num)
+        rows.append((first, max(end - first, 0)))
+    return rows
+
+
 @eqx.filter_jit
-def _sample_batch(fn, key, offset, score_fn, sde, shape, steps, offset_aware, options):
-    """One batch of :func:`sample_in_batches`, compiled once per (sampler, ``score_fn``, shape,
-    steps, options): arrays among the arguments are traced (so a ``jax.tree_util.Partial`` score
-    over new parameters reuses the executable), everything else is static."""
-    if offset_aware:
-        return fn(key, score_fn, sde, shape, steps=steps, example_offset=offset, **options)
-    return fn(jax.random.fold_in(key, offset // shape[0]), score_fn, sde, shape, steps=steps, **options)
+def _sample_batch(fn, key, offset, score_fn, sde, shape, steps, mesh, options):
+    """Rows ``[offset, offset + shape[0])`` of ``fn(key, score_fn, sde, ...)``, split contiguously
+    over ``mesh``'s one axis: device ``d`` samples ``shape[0] / mesh.size`` rows with
+    ``example_offset = offset + d * shape[0] / mesh.size`` (``jax.shard_map``; no communication).
+    ``key``, ``offset`` and the arrays inside ``score_fn`` / ``sde`` (e.g. the parameters of a
+    ``jax.tree_util.Partial`` score) are traced and replicated, the rest is static, so this compiles
+    once per (sampler, ``score_fn``, shape, steps, mesh, options). Returns ``[shape[0], *D]``
+    sharded over the mesh."""
+    (axis,) = mesh.axis_names
+    rows = shape[0] // mesh.size
+
+    def per_device(offset):  # key, score_fn, sde: closed over, replicated
+        device_offset = offset + jax.lax.axis_index(axis).astype(jnp.uint32) * jnp.uint32(rows)
+        return fn(key, score_fn, sde, (rows, *shape[1:]), steps=steps, example_offset=device_offset, **options)
+
+    # check_vma=False: the samplers' scans / diffrax loops mix replicated constants into carries
+    # that become per-device; nothing is reduced across devices, so there is nothing to check.
+    return jax.shard_map(per_device, mesh=mesh, in_specs=P(), out_specs=P(axis), check_vma=False)(offset)
+
+
+def iter_sample_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: str = "dpmpp_2m",
+                        steps: int | None = 20, *, process_index: int | None = None,
+                        process_count: int | None = None, devices=None, progress: bool = True,
+                        desc: str | None = None, **options):
+    r"""Yield ``(samples [n_j, *D], indices [n_j])`` for this process's rows of each global batch
+    (see :func:`sample_local_shard`; use this to stream batches into statistics without holding
+    all samples). ``indices`` are global example indices (numpy int64); batches where this process
+    has no rows are skipped."""
+    shape_per_batch = check_shape(shape_per_batch)
+    if check_steps(num, name="num") < 1:
+        raise ValueError(f"num: expected >= 1, got {num}.")
+    fn = get_sampler(sampler)
+    if sampler not in _OFFSET_AWARE:
+        raise ValueError(f"sampler {sampler!r}: batched sampling needs a sampler that accepts example_offset "
+                         f"(one of {sorted(_OFFSET_AWARE)}).")
+    if options.get("return_info") or options.get("return_trajectory"):
+        raise ValueError("batched sampling returns samples only; call sample(..., return_info=True) for info.")
+    if "example_offset" in options:
+        raise ValueError("example_offset: batched sampling sets it per batch and device; pass the key only.")
+    p, count = _check_process(process_index, process_count)
+    mesh = _sampling_mesh(devices)
+    rows = [(first, n) for first, n in process_rows(num, shape_per_batch[0], p, count) if n > 0]
+    share = -(-shape_per_batch[0] // count)
+    local_shape = (-(-share // mesh.size) * mesh.size, *shape_per_batch[1:])  # padded to the device count
+    iterator = rows
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(rows, desc=desc or f"sampling ({sampler})", unit="batch")
+    for first, n in iterator:
+        out = _sample_batch(fn, key, jnp.asarray(first, jnp.uint32), score_fn, sde, local_shape, steps, mesh, options)
+        yield (out if n == local_shape[0] else out[:n]), np.arange(first, first + n, dtype=np.int64)
+
+
+def sample_local_shard(key, score_fn, sde, shape_per_batch, num: int, sampler: str = "dpmpp_2m",
+                       steps: int | None = 20, *, process_index: int | None = None,
+                       process_count: int | None = None, devices=None, progress: bool = True,
+                       desc: str | None = None, **options) -> tuple[jax.Array, np.ndarray]:
+    r"""This process's share of ``num`` samples: ``(samples [n_local, *D], indices [n_local])``.
+
+    Multi-host sampling without communication: ``shape_per_batch[0] = B`` is the *global* batch;
+    global batch ``j`` covers example indices :math:`[jB, (j+1)B)`, of which process ``p`` (of
+    ``P``; defaults ``jax.process_index()``, ``jax.process_count()``) draws the contiguous share of
+    :math:`s = \lceil B/P \rceil` rows (:func:`process_rows`), spread over its local ``devices``
+    (as in :func:`sample_in_batches`). Example ``g`` is drawn with the per-example key
+    ``fold_in(key, g)``, so putting every process's ``samples`` at its ``indices`` gives exactly
+    ``sample_in_batches(key, ..., num)`` (= ``sample(key, ..., (num, *D))``) of one process.
+    ``indices`` (numpy int64, increasing) are those global indices.
+
+    ``process_index`` / ``process_count`` may also be given without ``jax.distributed`` (e.g. the
+    tasks of a job array each drawing a share); every process must pass the same ``key``, ``B``,
+    ``num`` and options.
+    """
+    home = _sampling_mesh(devices).devices.flat[0]  # the result lives on one device, as a one-device call's
+    samples, indices = [], []
+    for x, idx in iter_sample_batches(key, score_fn, sde, shape_per_batch, num, sampler, steps,
+                                      process_index=process_index, process_count=process_count, devices=devices,
+                                      progress=progress, desc=desc, **options):
+        samples.append(jax.device_put(x, home))  # asynchronous: the next batch is dispatched meanwhile
+        indices.append(idx)
+    if not samples:  # more processes than rows in every batch
+        data_shape = check_shape(shape_per_batch)[1:]
+        return jax.device_put(jnp.zeros((0, *data_shape), jnp.result_type(float)), home), np.zeros((0,), np.int64)
+    return jnp.concatenate(samples, axis=0), np.concatenate(indices)
 
 
 def sample_in_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: str = "dpmpp_2m",
-                      steps: int | None = 20, *, progress: bool = True, desc: str | None = None, **options):
-    r"""Draw ``num`` samples in batches of ``shape_per_batch[0]``: a Python loop over batches (with a
-    tqdm bar when ``progress``), each batch one compiled call (the last, partial batch is padded
-    and cut).
+                      steps: int | None = 20, *, devices=None, progress: bool = True, desc: str | None = None,
+                      **options) -> jax.Array:
+    r"""Draw ``num`` samples ``[num, *D]`` (in order) in batches of ``B = shape_per_batch[0]``, each
+    batch spread over ``devices`` (default: all of ``jax.local_devices()``; ``devices=1`` for one
+    device, an int ``n`` for the first ``n``, or a sequence of devices / a 1-D ``Mesh``).
 
-    Example ``g`` (global index) is drawn with the per-example key ``fold_in(key, g)`` for every
-    sampler written on the fixed-step core, so the result does not depend on the batch size: it
-    equals ``sample(key, ..., (num, *D))``. For the diffrax samplers (``ode``, ``sde``) batch ``j``
-    gets ``fold_in(key, j)`` (invariant only for a fixed batch size).
-    Returns ``[num, *D]`` (``info`` of the last batch is dropped; use :func:`sample` for it).
+    A Python loop over batches (with a tqdm bar when ``progress``); each batch is one compiled call
+    in which device ``d`` of ``n`` samples rows ``[d B/n, (d+1) B/n)`` with its own
+    ``example_offset`` (``jax.shard_map``, no communication). A ``B`` that is not a multiple of
+    ``n`` is padded up to one (the extra rows are computed and dropped, as are the rows of the last
+    batch beyond ``num``).
+
+    Example ``g`` (global index) is drawn with the per-example key ``fold_in(key, g)`` by every
+    sampler, so the result depends neither on ``B`` nor on the devices: it equals
+    ``sample(key, ..., (num, *D))`` (bitwise when ``score_fn`` treats rows independently and XLA
+    computes a row the same way for any batch size; else to float round-off).
+    ``info`` is not returned; use :func:`sample` for it. Every process of a multi-host job that
+    calls this draws all ``num`` samples; use :func:`sample_local_shard` to split them.
 
     Compilation is cached across calls by the identity of ``score_fn``. To sample with new
     parameters without recompiling (an eval hook during training), pass the score as
     ``jax.tree_util.Partial(score_with_params, params)`` over one function object
     ``score_with_params(params, x, t)``: the parameters are then traced, not baked in.
     """
-    shape_per_batch = check_shape(shape_per_batch)
-    if check_steps(num, name="num") < 1:
-        raise ValueError(f"num: expected >= 1, got {num}.")
-    fn = get_sampler(sampler)
-    if options.get("return_info") or options.get("return_trajectory"):
-        raise ValueError("sample_in_batches returns samples only; call sample(..., return_info=True) for info.")
-    batch = shape_per_batch[0]
-    n_batches = math.ceil(num / batch)
-    iterator = range(n_batches)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc=desc or f"sampling ({sampler})", unit="batch")
-    outs = []
-    for j in iterator:
-        outs.append(_sample_batch(fn, key, jnp.asarray(j * batch, jnp.uint32), score_fn, sde, shape_per_batch, steps,
-                                  sampler in _OFFSET_AWARE, options))
-    return jnp.concatenate(outs, axis=0)[:num]
+    samples, _ = sample_local_shard(key, score_fn, sde, shape_per_batch, num, sampler, steps, process_index=0,
+                                    process_count=1, devices=devices, progress=progress, desc=desc, **options)
+    return samples

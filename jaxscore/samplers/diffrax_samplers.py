@@ -15,9 +15,13 @@ The diffusion is state-independent (additive noise), so the Itô (Euler) and
 Stratonovich (Heun) solutions coincide.
 
 Batching. Every solve runs **per example** under ``jax.vmap``: each example has its
-own adaptive step sizes and error control, and all its randomness (prior draw,
-Brownian path) comes from ``jax.random.fold_in(key, i)``. So sample ``i`` depends only
-on ``(key, i)``: the first 16 samples of a 1024-sample call equal a 16-sample call.
+own adaptive step sizes and error control, and all its randomness comes from its own key
+``k_i = fold_in(key, example_offset + i)`` (:func:`jaxscore._keys.example_keys`, as in the
+fixed-step samplers): the prior draw from ``fold_in(k_i, 0)`` (the same ``x_T`` as every
+fixed-step sampler given the same key), the reverse SDE's Brownian path from ``fold_in(k_i, 1)``.
+So sample ``i`` depends only on ``(key, example_offset + i)``: the first 16 samples of a
+1024-sample call equal a 16-sample call, and rows ``[o, o + b)`` of a big call equal a call of
+``b`` rows with ``example_offset=o`` (what batched and device-sharded sampling rely on).
 Inside the vmapped solve ``score_fn`` is called on a batch of one (``[1, *D]``, ``t: [1]``);
 vmap turns that into one batched call over all examples, so the cost per step is one
 batched network evaluation. A vmapped adaptive solve runs until its slowest example
@@ -42,7 +46,7 @@ import jax.numpy as jnp
 import lineax
 
 from jaxscore._keys import example_keys
-from jaxscore.samplers._core import float_dtype
+from jaxscore.samplers._core import float_dtype, prior_draw
 from jaxscore.samplers.grids import time_grid
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -253,12 +257,14 @@ def ode_sampler(
     return_trajectory: bool | int = False,
     max_steps: int = 4096,
     adjoint: diffrax.AbstractAdjoint | None = None,
+    example_offset=0,
 ):
     r"""Sample by solving the probability-flow ODE :math:`dx/dt = f(t)x - \tfrac12 g(t)^2 s(x,t)`
     from :math:`x_T \sim p_T` down to ``t_min`` with diffrax.
 
     Args:
-      key: PRNG key; example i's prior draw uses ``fold_in(key, i)`` (batch-size invariant).
+      key: PRNG key; example i's prior draw uses ``fold_in(fold_in(key, example_offset + i), 0)``
+        (batch-size invariant; the same ``x_T`` as the fixed-step samplers for the same key).
       score_fn: ``score_fn(x: [B, *D], t: [B]) -> [B, *D]``.
       sde: a :class:`jaxscore.sde.LinearSDE`.
       shape: ``(B, *D)``.
@@ -276,6 +282,8 @@ def ode_sampler(
         [K, B, *D] (from T down to t_min, before denoising) and ``info["ts"]`` [K].
       max_steps: cap on adaptive steps per example (diffrax raises if reached).
       adjoint: diffrax adjoint; default ``ForwardMode`` (see :func:`probability_flow_solve`).
+      example_offset: global index of row 0 (int or traced uint32 scalar): rows ``[o, o + B)`` of
+        a large call equal a ``B``-row call with ``example_offset=o``.
 
     Returns:
       samples [B, *D], or ``(samples, info)`` when ``return_info`` or ``return_trajectory``.
@@ -290,7 +298,7 @@ def ode_sampler(
     check_grid(grid, steps, rho, "ode_sampler")
     _check_trajectory(return_trajectory)
     x, info = _ode_sampler_impl(
-        key, score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho, rtol=rtol, atol=atol,
+        key, _check_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho, rtol=rtol, atol=atol,
         t_min=t_min, denoise=bool(denoise), return_trajectory=return_trajectory, max_steps=int(max_steps),
         adjoint=adjoint,
     )
@@ -299,17 +307,29 @@ def ode_sampler(
     return x
 
 
+def _check_offset(example_offset) -> jax.Array:
+    """``example_offset`` (a non-negative int or integer scalar array, possibly traced) as a uint32
+    scalar: traced by the compiled solves, so a new offset never recompiles."""
+    if isinstance(example_offset, bool) or not (
+        isinstance(example_offset, int)
+        or (jnp.ndim(example_offset) == 0 and jnp.issubdtype(jnp.result_type(example_offset), jnp.integer))
+    ):
+        raise TypeError(f"example_offset: expected a non-negative integer scalar, got {example_offset!r}.")
+    if isinstance(example_offset, int) and example_offset < 0:
+        raise ValueError(f"example_offset: expected a non-negative integer, got {example_offset}.")
+    return jnp.asarray(example_offset, jnp.uint32)
+
+
 def _check_trajectory(return_trajectory):
     if not (isinstance(return_trajectory, bool) or (isinstance(return_trajectory, int) and return_trajectory >= 2)):
         raise ValueError(f"return_trajectory: expected a bool or an int >= 2, got {return_trajectory!r}.")
 
 
 @eqx.filter_jit
-def _ode_sampler_impl(key, score_fn, sde, shape, *, solver, steps, grid, rho, rtol, atol, t_min, denoise,
-                      return_trajectory, max_steps, adjoint):
+def _ode_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, steps, grid, rho, rtol, atol, t_min,
+                      denoise, return_trajectory, max_steps, adjoint):
     dtype = float_dtype()
-    keys = example_keys(key, shape[0])
-    x_T = jax.vmap(lambda k: sde.prior_sample(k, (1, *shape[1:]), dtype)[0])(keys)
+    x_T = prior_draw(example_keys(key, shape[0], example_offset), sde, shape)
     ts = None if steps is None else fixed_grid(sde, steps, grid, t_min, rho, dtype)
     save_ts = None
     if return_trajectory:
@@ -342,6 +362,7 @@ def sde_sampler(
     denoise: bool = False,
     return_info: bool = False,
     return_trajectory: bool | int = False,
+    example_offset=0,
 ):
     r"""Sample by integrating the reverse-time SDE with diffrax, forward in :math:`s = T - t`:
 
@@ -353,9 +374,10 @@ def sde_sampler(
     (``jnp.result_type(float)``: float64 under ``jax_enable_x64``).
 
     Args:
-      key: PRNG key. Example i uses ``fold_in(k_prior, i)`` for its prior draw and
-        ``fold_in(k_brownian, i)`` for its Brownian path, ``(k_prior, k_brownian) = split(key)``:
-        samples are independent across examples and invariant to the batch size.
+      key: PRNG key. Example i has its own key ``k_i = fold_in(key, example_offset + i)``: its
+        prior draw uses ``fold_in(k_i, 0)`` (the same ``x_T`` as the fixed-step samplers) and its
+        Brownian path ``fold_in(k_i, 1)``; samples are independent across examples and invariant
+        to the batch size and to how a batch is split (``example_offset``).
       solver: ``"euler"`` (Euler-Maruyama) or ``"heun"`` (stochastic Heun; Stratonovich = Itô
         here because the noise is additive).
       steps: number of steps from T to t_min.
@@ -366,6 +388,8 @@ def sde_sampler(
       return_trajectory: ``True`` saves the state at every grid time; an int K at K times uniform
         in t. Adds ``info["trajectory"]`` [K, B, *D] (from T down to t_min, before denoising) and
         ``info["ts"]`` [K] (in t).
+      example_offset: global index of row 0 (int or traced uint32 scalar): rows ``[o, o + B)`` of
+        a large call equal a ``B``-row call with ``example_offset=o``.
 
     Returns:
       samples [B, *D], or ``(samples, info)`` with ``nfe`` (int: batched score evaluations),
@@ -379,7 +403,7 @@ def sde_sampler(
     make_solver(solver, adaptive=False, allowed=SDE_SOLVERS)
     check_grid(grid, steps, rho, "sde_sampler")
     _check_trajectory(return_trajectory)
-    x, info = _sde_sampler_impl(key, score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho,
+    x, info = _sde_sampler_impl(key, _check_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho,
                                 t_min=t_min, denoise=bool(denoise), return_trajectory=return_trajectory)
     if return_info or return_trajectory:
         return x, info
@@ -387,7 +411,7 @@ def sde_sampler(
 
 
 @eqx.filter_jit
-def _sde_sampler_impl(key, score_fn, sde, shape, *, solver, steps, grid, rho, t_min, denoise, return_trajectory):
+def _sde_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, steps, grid, rho, t_min, denoise, return_trajectory):
     solver_obj = make_solver(solver, adaptive=False, allowed=SDE_SOLVERS)
     data_shape = shape[1:]
     T = float(sde.T)
@@ -411,9 +435,9 @@ def _sde_sampler_impl(key, score_fn, sde, shape, *, solver, steps, grid, rho, t_
         saveat = diffrax.SaveAt(ts=s_save)
     else:
         saveat = diffrax.SaveAt(t1=True)
-    k_prior, k_bm = jax.random.split(key)
-    B = shape[0]
-    y0 = jax.vmap(lambda k: sde.prior_sample(k, (1, *data_shape), dtype)[0])(example_keys(k_prior, B))
+    ex_keys = example_keys(key, shape[0], example_offset)
+    y0 = prior_draw(ex_keys, sde, shape)
+    bm_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(ex_keys)
     bm_shape = jax.ShapeDtypeStruct(data_shape, dtype)
 
     def solve_one(y0_i, key_i):
@@ -425,7 +449,7 @@ def _sde_sampler_impl(key, score_fn, sde, shape, *, solver, steps, grid, rho, t_
         )
         return sol.ys, sol.stats["num_steps"]
 
-    ys, num_steps = jax.vmap(solve_one)(y0, example_keys(k_bm, B))
+    ys, num_steps = jax.vmap(solve_one)(y0, bm_keys)
     x = ys[:, -1]
     nfe = nfe_from_stats(solver, num_steps, adaptive=False)
     if denoise:

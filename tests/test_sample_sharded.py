@@ -1,0 +1,201 @@
+"""Sampling spread over local devices and over processes equals single-device sampling.
+
+Every sampler draws example ``g`` from its own key ``fold_in(key, g)`` and takes the global index
+of its first row (``example_offset``), so splitting a batch over devices (``jax.shard_map``, one
+contiguous block of rows per device) or over processes (each drawing its own global indices)
+must not change any sample. The reference is one call ``sample(key, ..., (num, *D))`` on one
+device. The score is the ring mixture's exact score, which treats rows independently; with it the
+fixed-step samplers (dpmpp_2m, euler_maruyama, pc) agree bitwise. The diffrax samplers (ode, sde)
+agree to float32 round-off (~1e-6: XLA fuses their vmapped solve loops differently for another
+batch size / device count); a wrong key or offset would change a sample by O(1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import sample_worker
+from jaxscore.data.toy import ring_mixture
+from jaxscore.samplers import get_sampler, sample, sample_in_batches
+from jaxscore.samplers.api import iter_sample_batches, process_rows, sample_local_shard
+from jaxscore.sde import VPSDE
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO, "tests", "sample_worker.py")
+
+SDE = VPSDE()
+SCORE = ring_mixture().score_fn(SDE)
+KEY = jax.random.key(11)
+# (sampler, steps, options, bitwise equal to one call): deterministic (dpmpp_2m, ode) and
+# stochastic (euler_maruyama, pc, sde); the fixed-step core and diffrax
+CASES = [("dpmpp_2m", 4, {}, True), ("euler_maruyama", 4, {}, True), ("pc", 3, {}, True),
+         ("ode", 3, {"solver": "heun"}, False), ("sde", 4, {}, False)]
+NUM = 21  # a multiple of neither the batch (12) nor the 8 devices
+BATCH = 12  # padded to 16 over 8 devices: 2 rows per device
+ROUND_OFF = dict(rtol=1e-5, atol=1e-5)  # float32 round-off of batched kernels; another key would differ by O(1)
+
+
+def one_call(name, steps, options, num=NUM):
+    return np.asarray(jax.jit(lambda k: sample(k, SCORE, SDE, (num, 2), name, steps=steps, **options))(KEY))
+
+
+@pytest.mark.parametrize("name,steps,options,bitwise", CASES, ids=[c[0] for c in CASES])
+def test_sharded_batches_equal_one_device(name, steps, options, bitwise):
+    assert len(jax.local_devices()) == 8
+    got = sample_in_batches(KEY, SCORE, SDE, (BATCH, 2), NUM, name, steps, progress=False, **options)
+    assert got.shape == (NUM, 2)
+    assert got.devices() == {jax.local_devices()[0]}  # gathered on one device, as a one-device call
+    ref = one_call(name, steps, options)
+    if bitwise:
+        np.testing.assert_array_equal(np.asarray(got), ref)
+    else:
+        np.testing.assert_allclose(np.asarray(got), ref, **ROUND_OFF)
+
+
+def test_process_rows_cover_every_index_once():
+    for num in (1, 7, 23, 64):
+        for batch in (1, 5, 8, 10):
+            for count in (1, 2, 3, 4, 16):
+                got = []
+                for p in range(count):
+                    rows = process_rows(num, batch, p, count)
+                    assert len(rows) == -(-num // batch)  # one entry per global batch on every process
+                    for j, (first, n) in enumerate(rows):
+                        assert n == 0 or j * batch <= first < first + n <= min((j + 1) * batch, num)
+                        got.extend(range(first, first + n))
+                assert sorted(got) == list(range(num)), (num, batch, count)
+    # the contiguous share of a global batch: B = 10 over 3 processes -> 4, 4, 2 rows
+    assert [process_rows(23, 10, p, 3)[1] for p in range(3)] == [(10, 4), (14, 4), (18, 2)]
+
+
+def test_local_shards_put_at_their_indices_equal_one_call():
+    """Three processes simulated in one (explicit process_index / process_count, as in a job array):
+    B = 10 gives shares of 4, 4, 2 rows, each padded to a multiple of 3 devices."""
+    name, steps, options, _ = CASES[1]
+    full = np.full((NUM, 2), np.nan, np.float32)
+    for p in range(3):
+        x, idx = sample_local_shard(KEY, SCORE, SDE, (10, 2), NUM, name, steps, process_index=p, process_count=3,
+                                    devices=3, progress=False, **options)
+        assert x.devices() == {jax.local_devices()[0]}
+        expected = [i for first, n in process_rows(NUM, 10, p, 3) for i in range(first, first + n)]
+        assert x.shape == (len(expected), 2) and idx.dtype == np.int64 and idx.tolist() == expected
+        assert np.all(np.isnan(full[idx]))  # no index drawn twice
+        full[idx] = np.asarray(x)
+    np.testing.assert_allclose(full, one_call(name, steps, options), **ROUND_OFF)
+
+
+def test_iter_sample_batches_streams_the_same_rows():
+    """Process 1 of 2 with a global batch of 24: its share of 12 rows is padded to 16 (2 rows per
+    device, as with BATCH = 12 on one process), so each device runs the same program on the same
+    rows as in ``sample_in_batches(..., (12, 2), ...)``: bitwise equal."""
+    name, steps, options, _ = CASES[0]
+    num = 40
+    batches = list(iter_sample_batches(KEY, SCORE, SDE, (24, 2), num, name, steps, process_index=1,
+                                       process_count=2, progress=False, **options))
+    # global batches [0, 24), [24, 40): process 1 takes [12, 24) and [36, 40)
+    assert [idx.tolist() for _, idx in batches] == [list(range(12, 24)), list(range(36, 40))]
+    ref = np.asarray(sample_in_batches(KEY, SCORE, SDE, (BATCH, 2), num, name, steps, progress=False, **options))
+    for x, idx in batches:
+        np.testing.assert_array_equal(np.asarray(x), ref[idx])
+
+
+def test_compiles_once_per_shape_not_per_offset_or_num():
+    traces = []
+
+    def counted(x, t):
+        traces.append(1)  # runs only while tracing
+        return SCORE(x, t)
+
+    for num, key in ((9, KEY), (30, jax.random.key(3))):
+        sample_in_batches(key, counted, SDE, (8, 2), num, "euler_maruyama", 2, progress=False)
+    assert len(traces) == 1
+
+
+def test_all_samplers_start_from_the_same_prior_draw():
+    """ode / sde draw x_T like the fixed-step samplers: fold_in(fold_in(key, offset + i), 0)."""
+    _, info = sample(KEY, SCORE, SDE, (4, 2), "ode", steps=1, solver="euler", return_info=True, example_offset=3)
+    _, core = sample(KEY, SCORE, SDE, (7, 2), "dpmpp_2m", steps=1, return_info=True, return_trajectory=True)
+    np.testing.assert_array_equal(np.asarray(info["x_T"]), np.asarray(core["trajectory"][0, 3:]))
+    _, sde_info = sample(KEY, SCORE, SDE, (4, 2), "sde", steps=1, return_info=True, example_offset=3)
+    np.testing.assert_array_equal(np.asarray(sde_info["x_T"]), np.asarray(info["x_T"]))
+
+
+def test_bad_arguments_raise_clear_errors():
+    args = (KEY, SCORE, SDE, (4, 2), 8, "euler_maruyama", 2)
+    with pytest.raises(ValueError, match=r"devices: expected an int in \[1, 8\]"):
+        sample_in_batches(*args, devices=0, progress=False)
+    with pytest.raises(ValueError, match="devices: expected a non-empty sequence"):
+        sample_in_batches(*args, devices=[], progress=False)
+    with pytest.raises(ValueError, match=r"process_index: expected an int in \[0, 2\)"):
+        sample_local_shard(*args, process_index=2, process_count=2, progress=False)
+    with pytest.raises(ValueError, match="process_count: expected an int >= 1"):
+        sample_local_shard(*args, process_index=0, process_count=0, progress=False)
+    with pytest.raises(ValueError, match="example_offset: batched sampling sets it"):
+        sample_in_batches(*args, example_offset=3, progress=False)
+    with pytest.raises(TypeError, match="example_offset: expected a non-negative integer scalar"):
+        get_sampler("ode")(KEY, SCORE, SDE, (4, 2), steps=2, example_offset=1.5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch_workers(out_dir, devices_per_process=(3, 2), timeout=300):
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("XLA_FLAGS", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, "--out", str(out_dir), "--devices", str(d), "--num_processes",
+             str(len(devices_per_process)), "--process_id", str(i), "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        )
+        for i, d in enumerate(devices_per_process)
+    ]
+    outs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            outs.append((p.returncode, out, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    results = []
+    for rc, out, err in outs:
+        assert rc == 0, f"worker failed rc={rc}\n{out[-2000:]}\n{err[-4000:]}"
+        line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1]
+        results.append(json.loads(line[len("RESULT "):]))
+    return results
+
+
+@pytest.mark.slow
+def test_two_processes_gathered_equal_one_process(tmp_path):
+    """Two jax.distributed processes on loopback with 3 and 2 devices (the split of the indices
+    does not depend on device counts): each draws only its own rows; put at their global indices
+    they equal one single-process call."""
+    results = _launch_workers(tmp_path)
+    assert [(r["process_index"], r["process_count"], r["local_devices"]) for r in results] == [(0, 2, 3), (1, 2, 2)]
+    key, sde, score_fn = sample_worker.problem()
+    num = sample_worker.NUM
+    for sampler, steps, options in sample_worker.CASES:
+        full = np.full((num, 2), np.nan, np.float32)
+        for p in range(2):
+            with np.load(tmp_path / f"process_{p}.npz", allow_pickle=False) as f:
+                x, idx = f[f"{sampler}_samples"], f[f"{sampler}_indices"]
+            assert np.all(np.isnan(full[idx])), f"{sampler}: an index drawn by both processes"
+            full[idx] = x
+        assert not np.any(np.isnan(full)), f"{sampler}: an index drawn by no process"
+        ref = jax.jit(lambda k: sample(k, score_fn, sde, (num, 2), sampler, steps=steps, **options))(key)
+        np.testing.assert_allclose(full, np.asarray(ref), **ROUND_OFF)
+    assert [r["rows"]["dpmpp_2m"] for r in results] == [5 + 5 + 3, 5 + 5]  # batches [0,10), [10,20), [20,23)
