@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import os
 from typing import Iterable
 
 import ml_collections
+
+from jaxscore.train.settings import config_to_dict as config_to_dict  # re-export: one JSON form of a config
 
 
 class ConfigError(ValueError):
@@ -160,103 +161,83 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
     return config
 
 
-def config_to_dict(config: ml_collections.ConfigDict) -> dict:
-    """A JSON-safe plain dict (tuples become lists)."""
-    return json.loads(config.to_json_best_effort())
-
-
-def config_diff(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Keys whose values differ between two plain config dicts, as dotted paths."""
-    diffs = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
-        path = f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += config_diff(a, b, path + ".")
-        elif a != b:
-            diffs.append(f"{path}: saved {a!r}, now {b!r}")
-    return diffs
-
-
 def base_config() -> ml_collections.ConfigDict:
     """Every key a run reads, with defaults; preset files in ``experiments/configs`` start from this.
 
-    Sections: ``data``, ``sde``, ``model``, ``loss``, ``optim``, ``training``, ``sampling``, ``eval``.
+    ``seed`` and the ``training``/``optim``/``distributed`` sections are the training package's
+    own defaults (``jaxscore.train.DEFAULTS``), plus ``training.label_dropout``; the sections
+    the experiment layer reads are defined below, one function each: ``data``, ``sde``,
+    ``model``, ``loss``, ``sampling``, ``eval``.
     """
-    c = ml_collections.ConfigDict()
-    c.seed = 0
+    from jaxscore.train import default_config
 
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "ring"  # toy: ring | grid | moons | swiss_roll | checkerboard | rings; images: digits | mnist | cifar10 | array | folder
-    c.data.path = ""  # file or folder for mnist / cifar10 / array / folder
-    c.data.image_size = 8  # digits: 8 or 16
-    c.data.num_train = 20000  # toy datasets: number of points drawn once from the seed
-    c.data.random_flip = False
-    c.data.dequantize = False
-
-    c.sde = ml_collections.ConfigDict()
-    c.sde.name = "vp"  # vp | ve | subvp
-    c.sde.beta_min = 0.1
-    c.sde.beta_max = 20.0
-    c.sde.sigma_min = 0.01
-    c.sde.sigma_max = 50.0
-
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "mlp_toy"  # a preset of jaxscore.models
-    c.model.parameterization = "eps"  # score | eps | x0 | v | edm
-    # Constructor fields of the model (ch, dropout, ...) are set only where a config changes
-    # the preset: unset fields keep the preset's values (e.g. unet_small's dropout 0.1).
-
-    c.loss = ml_collections.ConfigDict()
-    c.loss.name = "continuous_dsm"  # continuous_dsm | eps | x0 | v | edm
-    c.loss.weighting = "sigma2"  # sigma2 | likelihood | uniform (continuous_dsm)
-    c.loss.reduce_mean = True
-
-    c.optim = ml_collections.ConfigDict()  # score_sde defaults
-    c.optim.optimizer = "adam"
-    c.optim.lr = 2e-4
-    c.optim.warmup = 5000
-    c.optim.grad_clip = 1.0
-    c.optim.beta1 = 0.9
-    c.optim.beta2 = 0.999
-    c.optim.eps = 1e-8
-    c.optim.weight_decay = 0.0
-    c.optim.ema_rate = 0.9999
-
-    c.training = ml_collections.ConfigDict()
-    c.training.batch_size = 128  # global batch
-    c.training.n_iters = 10000
-    c.training.steps_per_call = 1  # steps fused into one compiled call (lax.scan)
-    c.training.mode = "single"  # single | pmap | sharded
-    c.training.log_every = 100
-    c.training.eval_every = 1000
-    c.training.checkpoint_every = 1000
-    c.training.keep_last = 3
-    c.training.keep_every = 0  # also keep every M-th step forever (0: off)
-    c.training.max_consecutive_nonfinite = 10
-    c.training.async_checkpoint = True
-    c.training.progress = True
-    c.training.label_dropout = 0.1  # class-conditional models (model.num_classes): P(label -> null), for CFG
-
-    c.distributed = ml_collections.ConfigDict()  # multi-host: jax.distributed.initialize()
-    c.distributed.enabled = False
-    c.distributed.coordinator_address = None  # "host:port"; None lets JAX auto-detect (TPU pods, SLURM)
-    c.distributed.num_processes = None
-    c.distributed.process_id = None
-    c.distributed.local_device_ids = None  # e.g. [0, 1] when several processes share a host's GPUs
-    c.distributed.cpu_collectives = None  # "gloo" for multi-process CPU runs
-
-    c.sampling = ml_collections.ConfigDict()
-    c.sampling.sampler = "dpmpp_2m"
-    c.sampling.steps = 20
-    c.sampling.num_samples = 64
-    c.sampling.guidance_scale = 1.0  # class-conditional models: classifier-free scale (1 = conditional, 0 = unconditional)
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.num_samples = 4000  # toy: samples for the scatter and mode metrics
-    c.eval.heldout_batches = 4
-    c.eval.bits_per_dim = False  # images: log bits/dim of a few held-out examples (EMA params) each eval
-    c.eval.bpd_num = 16  # held-out examples per bits/dim estimate
-    c.eval.bpd_divergence = "hutchinson"  # exact | hutchinson
-    c.eval.bpd_rtol = 1e-3  # ODE solver tolerances (rtol = atol) for the eval estimate
+    c = default_config()
+    with c.training.unlocked():
+        c.training.label_dropout = 0.1  # class-conditional models (model.num_classes): P(label -> null), for CFG
+    c.data = _data_section()
+    c.sde = _sde_section()
+    c.model = _model_section()
+    c.loss = _loss_section()
+    c.sampling = _sampling_section()
+    c.eval = _eval_section()
     return c
+
+
+def _data_section() -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
+    d.name = "ring"  # toy: ring | grid | moons | swiss_roll | checkerboard | rings; images: digits | mnist | cifar10 | array | folder
+    d.path = ""  # file or folder for mnist / cifar10 / array / folder
+    d.image_size = 8  # digits: 8 or 16
+    d.num_train = 20000  # toy datasets: number of points drawn once from the seed
+    d.random_flip = False
+    d.dequantize = False
+    return d
+
+
+def _sde_section() -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
+    d.name = "vp"  # vp | ve | subvp
+    d.beta_min = 0.1
+    d.beta_max = 20.0
+    d.sigma_min = 0.01
+    d.sigma_max = 50.0
+    return d
+
+
+def _model_section() -> ml_collections.ConfigDict:
+    """``name`` and ``parameterization``. Constructor fields of the model (ch, dropout, ...) are
+    set only where a config changes the preset: unset fields keep the preset's values (e.g.
+    unet_small's dropout 0.1)."""
+    d = ml_collections.ConfigDict()
+    d.name = "mlp_toy"  # a preset of jaxscore.models
+    d.parameterization = "eps"  # score | eps | x0 | v | edm
+    return d
+
+
+def _loss_section() -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
+    d.name = "continuous_dsm"  # continuous_dsm | eps | x0 | v | edm
+    d.weighting = "sigma2"  # sigma2 | likelihood | uniform (continuous_dsm)
+    d.reduce_mean = True
+    return d
+
+
+def _sampling_section() -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
+    d.sampler = "dpmpp_2m"
+    d.steps = 20
+    d.num_samples = 64
+    d.guidance_scale = 1.0  # class-conditional models: classifier-free scale (1 = conditional, 0 = unconditional)
+    return d
+
+
+def _eval_section() -> ml_collections.ConfigDict:
+    """The evaluation hooks' settings (their cadence is ``training.eval_every``)."""
+    d = ml_collections.ConfigDict()
+    d.num_samples = 4000  # toy: samples for the scatter and mode metrics
+    d.heldout_batches = 4
+    d.bits_per_dim = False  # images: log bits/dim of a few held-out examples (EMA params) each eval
+    d.bpd_num = 16  # held-out examples per bits/dim estimate
+    d.bpd_divergence = "hutchinson"  # exact | hutchinson
+    d.bpd_rtol = 1e-3  # ODE solver tolerances (rtol = atol) for the eval estimate
+    return d

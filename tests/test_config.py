@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from jaxscore.config import ConfigError, base_config, config_diff, config_to_dict, load_config
+from jaxscore.config import ConfigError, base_config, config_to_dict, load_config
+from jaxscore.train import DEFAULTS, LoopSettings, default_config, make_optimizer
+from jaxscore.train.state import optim_settings
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs")
 
@@ -51,11 +53,34 @@ def test_locked_after_load(tmp_path):
         cfg.training.new_key = 1
 
 
-def test_config_diff_lists_changed_keys():
-    a = config_to_dict(base_config())
-    b = config_to_dict(base_config())
-    b["optim"]["lr"] = 1.0
-    assert config_diff(a, b) == ["optim.lr: saved 0.0002, now 1.0"]
+def test_training_defaults_have_one_source():
+    """base_config's seed/training/optim/distributed are the training package's DEFAULTS (plus the
+    experiment's training.label_dropout), and what train() and make_optimizer() read for an empty
+    config is the same: a default changed in DEFAULTS changes all three."""
+    cfg = config_to_dict(base_config())
+    for section in ("training", "optim", "distributed"):
+        extra = {"label_dropout"} if section == "training" else set()
+        assert {k: v for k, v in cfg[section].items() if k not in extra} == DEFAULTS[section], section
+    assert cfg["seed"] == DEFAULTS["seed"]
+    assert config_to_dict(default_config()) == config_to_dict(DEFAULTS)
+    loop = LoopSettings.from_config({})
+    assert {k: getattr(loop, k) for k in DEFAULTS["training"]} == DEFAULTS["training"]
+    assert loop.seed == DEFAULTS["seed"]
+    assert optim_settings(None) == DEFAULTS["optim"] == optim_settings({"training": {"n_iters": 3}})
+    make_optimizer(None)  # builds from the defaults alone
+    assert LoopSettings.from_config({"training": {"n_iters": 7}, "seed": 3}).n_iters == 7
+
+
+def test_cifar10_configs_share_one_base():
+    """The two CIFAR-10 presets differ only in the model/SDE/loss/EMA/sampler keys they name."""
+    from jaxscore.train.settings import config_diff
+
+    ddpm = config_to_dict(load_config(os.path.join(CONFIG_DIR, "cifar10_ddpmpp.py")))
+    ncsn = config_to_dict(load_config(os.path.join(CONFIG_DIR, "cifar10_ncsnpp.py")))
+    assert [k for k, _, _ in config_diff(ddpm, ncsn)] == [
+        "loss.reduce_mean", "model.name", "optim.ema_rate", "sampling.sampler", "sampling.steps", "sde.name"]
+    for cfg in (ddpm, ncsn):
+        assert cfg["data"]["name"] == "cifar10" and cfg["training"]["n_iters"] == 1300001
 
 
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_")))

@@ -5,37 +5,21 @@
 
 score_sde (configs/ve/cifar10_ncsnpp_continuous.py): VE sigma 0.01..50, Fourier embedding,
 reduce_mean=False, EMA 0.999, batch 128, lr 2e-4, PC sampler (reverse diffusion + Langevin, snr 0.16).
+The rest is the shared CIFAR-10 settings (``_cifar10.py``).
 """
 
-from jaxscore.config import base_config
+import os
+
+from jaxscore.config import load_config_file
 
 
 def get_config():
-    c = base_config()
-    c.data.name = "cifar10"
-    c.data.path = "data/cifar-10-batches-bin"
-    c.data.image_size = 32
-    c.data.random_flip = True
+    c = load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cifar10.py"))
     c.model.name = "ncsnpp_cifar10"
     c.model.parameterization = "eps"  # score = -eps/sigma_t: score_sde's scale_by_sigma
-    c.model.dropout = 0.1
-    c.sde.name = "ve"
-    c.sde.sigma_min = 0.01
-    c.sde.sigma_max = 50.0
-    c.loss.name = "continuous_dsm"
+    c.sde.name = "ve"  # sigma 0.01..50: the defaults
     c.loss.reduce_mean = False
-    c.training.batch_size = 128
-    c.training.n_iters = 1300001
-    c.training.mode = "pmap"
-    c.training.log_every = 50
-    c.training.eval_every = 10000
-    c.training.checkpoint_every = 10000
-    c.training.keep_every = 50000
-    c.optim.lr = 2e-4
-    c.optim.warmup = 5000
-    c.optim.grad_clip = 1.0
     c.optim.ema_rate = 0.999
     c.sampling.sampler = "pc"
     c.sampling.steps = 1000
-    c.sampling.num_samples = 64
     return c

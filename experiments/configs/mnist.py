@@ -14,14 +14,8 @@ def get_config():
     c.data.path = "data/mnist"
     c.data.image_size = 28
     c.model.name = "unet_small"
-    c.model.parameterization = "eps"
-    c.sde.name = "vp"
-    c.loss.name = "continuous_dsm"
-    c.training.batch_size = 128
     c.training.n_iters = 100000
     c.training.eval_every = 5000
     c.training.checkpoint_every = 5000
-    c.optim.lr = 2e-4
     c.optim.warmup = 1000
-    c.sampling.num_samples = 64
     return c

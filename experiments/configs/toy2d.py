@@ -16,22 +16,12 @@ from jaxscore.config import base_config
 def get_config():
     c = base_config()
     c.data.name = "ring"
-    c.data.num_train = 20000
-    c.sde.name = "vp"
     c.model.name = "mlp_toy"
-    c.model.parameterization = "eps"
-    c.loss.name = "continuous_dsm"
-    c.loss.weighting = "sigma2"
-    c.optim.lr = 2e-3
-    c.optim.warmup = 100
     c.training.batch_size = 512
     c.training.n_iters = 4000
     c.training.steps_per_call = 50
-    c.optim.ema_rate = 0.999
-    c.training.log_every = 100
     c.training.eval_every = 2000
-    c.training.checkpoint_every = 1000
-    c.sampling.sampler = "dpmpp_2m"
-    c.sampling.steps = 20
-    c.eval.num_samples = 4000
+    c.optim.lr = 2e-3
+    c.optim.warmup = 100
+    c.optim.ema_rate = 0.999
     return c

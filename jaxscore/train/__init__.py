@@ -1,6 +1,6 @@
 """Training: state, pure step, data-parallel wrappers, orbax checkpoints, the loop.
 
-Layering: this package depends only on jax/optax/orbax/flax.struct; it takes a
+Layering: this package depends only on jax/optax/orbax/flax.struct/ml_collections; it takes a
 ``loss_fn(params, key, batch) -> (loss, aux)`` and plain pytrees, never a model or SDE.
 """
 
@@ -15,8 +15,17 @@ from jaxscore.train.checkpoint import (
     restore_params,
 )
 from jaxscore.train.logging import MetricsWriter, read_metrics
-from jaxscore.train.loop import Hook, NonFiniteError, TrainResult, default_config, train
-from jaxscore.train.parallel import MODES, Parallel, make_parallel, maybe_initialize_distributed
+from jaxscore.train.loop import Hook, NonFiniteError, TrainResult, train
+from jaxscore.train.parallel import (
+    MODES,
+    Parallel,
+    Pmap,
+    Sharded,
+    SingleDevice,
+    make_parallel,
+    maybe_initialize_distributed,
+)
+from jaxscore.train.settings import DEFAULTS, LoopSettings, default_config
 from jaxscore.train.state import (
     TrainState,
     create_train_state,
@@ -30,6 +39,7 @@ from jaxscore.train.state import (
 from jaxscore.train.step import multi_step, train_step
 
 __all__ = [
+    "DEFAULTS",
     "MODES",
     "CheckpointFallbackWarning",
     "CheckpointStructureError",
@@ -37,9 +47,13 @@ __all__ = [
     "ConfigMismatchError",
     "CorruptCheckpointError",
     "Hook",
+    "LoopSettings",
     "MetricsWriter",
     "NonFiniteError",
     "Parallel",
+    "Pmap",
+    "Sharded",
+    "SingleDevice",
     "TrainResult",
     "TrainState",
     "check_config",

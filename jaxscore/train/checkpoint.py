@@ -41,7 +41,7 @@ import orbax.checkpoint as ocp
 from jax import lax
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from jaxscore.train._config import config_diff, config_to_dict
+from jaxscore.train.settings import config_diff, config_to_dict
 
 CHECKPOINT_SUBDIR = "checkpoints"
 CORRUPT_SUBDIR = "corrupt_checkpoints"

@@ -13,10 +13,15 @@ nothing of models, SDEs or datasets. The caller supplies
 - ``eval_fns``: ``Hook``s called every ``every`` steps with ``(state, step)``; they return a
   dict of scalars to log (or ``None``) — sample grids, held-out loss, bits/dim...
 
-Config keys (defaults in ``default_config()``): ``seed``; ``training.{n_iters, batch_size,
-mode, steps_per_call, log_every, checkpoint_every, keep_last, keep_every, eval_every,
-max_consecutive_nonfinite, async_checkpoint, progress}``; ``optim.*`` (see
-``state.make_optimizer``); ``distributed.*`` (see ``parallel.maybe_initialize_distributed``).
+Config keys and their defaults: ``settings.DEFAULTS`` (``seed``; ``training.*``, read as
+:class:`~jaxscore.train.settings.LoopSettings`; ``optim.*``, see ``state.make_optimizer``;
+``distributed.*``, see ``parallel.maybe_initialize_distributed``).
+
+The parts, each a helper below: :class:`_Schedule` (where calls end: checkpoint and hook
+steps, ``n_iters``; which hooks are due), :func:`_prefetched_calls` (host batches stacked to
+``[K, b, ...]`` and placed one call ahead), :class:`_NonFiniteGuard`,
+:class:`_MetricsWindow` (what a log record averages), :class:`_Preemption` (SIGTERM) and
+:func:`_restore_or_init`.
 
 Determinism: a run interrupted at any point (even ``kill -9``) and restarted with the same
 workdir and config ends with bit-identical parameters to an uninterrupted run, because the
@@ -29,70 +34,28 @@ but in a different float summation order: equal to float tolerance, not bit for 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
-from jaxscore.train._config import cfg_get, config_to_dict
 from jaxscore.train.checkpoint import CONFIG_FILE, Checkpointer, check_config
 from jaxscore.train.logging import MetricsWriter
-from jaxscore.train.parallel import make_parallel, maybe_initialize_distributed
-from jaxscore.train.state import (
-    TrainState,
-    ema_rate_from_config,
-    init_train_state,
-    lr_at,
-    make_optimizer,
-)
+from jaxscore.train.parallel import Parallel, make_parallel, maybe_initialize_distributed
+from jaxscore.train.settings import LoopSettings, config_to_dict
+from jaxscore.train.state import TrainState, ema_rate_from_config, init_train_state, lr_at, make_optimizer
 
 
 class NonFiniteError(RuntimeError):
     """Training stopped after too many consecutive steps with non-finite loss/gradients."""
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """The training/optimizer settings ``train`` reads, with their defaults (score_sde's for optim)."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.training = ml_collections.ConfigDict(
-        {
-            "n_iters": 1000,
-            "batch_size": 128,  # global batch size (all devices, all processes)
-            "mode": "single",  # "single" | "pmap" | "sharded"
-            "steps_per_call": 1,  # K optimizer steps per compiled call (lax.scan)
-            "log_every": 50,
-            "checkpoint_every": 500,
-            "keep_last": 3,
-            "keep_every": 0,  # also keep every step divisible by this (0: none)
-            "eval_every": 0,  # default period for hooks that give none (0: only at the end)
-            "max_consecutive_nonfinite": 10,
-            "async_checkpoint": True,
-            "progress": True,
-        }
-    )
-    c.optim = ml_collections.ConfigDict(
-        {
-            "optimizer": "adam",
-            "lr": 2e-4,
-            "warmup": 5000,
-            "grad_clip": 1.0,
-            "beta1": 0.9,
-            "beta2": 0.999,
-            "eps": 1e-8,
-            "weight_decay": 0.0,
-            "ema_rate": 0.9999,
-        }
-    )
-    return c
 
 
 @dataclasses.dataclass
@@ -123,34 +86,7 @@ class TrainResult:
     workdir: str
 
 
-class _Preemption:
-    """SIGTERM -> a flag checked between compiled calls (main thread only)."""
-
-    def __init__(self, enabled: bool):
-        self.flag = False
-        self._previous = None
-        self._installed = False
-        if enabled and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
-            self._installed = True
-
-    def _handler(self, signum, frame):
-        self.flag = True
-
-    def requested(self) -> bool:
-        if not self._installed:
-            return False
-        if jax.process_count() == 1:
-            return self.flag
-        from jax.experimental import multihost_utils
-
-        flags = multihost_utils.process_allgather(np.array([self.flag], dtype=np.int32))
-        return bool(np.any(flags))
-
-    def restore(self):
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._installed = False
+# ---- scheduling: where compiled calls end, which hooks run ---------------------------------
 
 
 def _normalize_hooks(eval_fns, default_every: int) -> list[Hook]:
@@ -173,7 +109,46 @@ def _next_boundary(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
+@dataclasses.dataclass
+class _Schedule:
+    """Calls of up to ``steps_per_call`` steps, cut so every checkpoint and hook step ends one."""
+
+    settings: LoopSettings
+    hooks: list[Hook]
+
+    def call_length(self, step: int) -> int:
+        s = self.settings
+        end = min(s.n_iters, step + s.steps_per_call, _next_boundary(step, s.checkpoint_every))
+        for h in self.hooks:
+            if h.every:
+                end = min(end, _next_boundary(step, h.every))
+        return end - step
+
+    def calls(self, start: int) -> Iterator[tuple[int, int]]:
+        """``(first step, number of steps)`` of each call from ``start`` to ``n_iters``."""
+        step = start
+        while step < self.settings.n_iters:
+            k = self.call_length(step)
+            yield step, k
+            step += k
+
+    def run_hooks(self, step: int, state_view: Callable[[], TrainState], writer: MetricsWriter) -> None:
+        """Call the hooks due at ``step`` (all ``at_end`` ones at ``n_iters``); log what they return."""
+        final = step == self.settings.n_iters
+        view = None
+        for h in self.hooks:
+            if (h.every and step % h.every == 0) or (final and h.at_end):
+                view = state_view() if view is None else view
+                out = h.fn(view, step)
+                if out:
+                    writer.write(step, {f"{h.name}/{k}": v for k, v in out.items()})
+
+
+# ---- batches: stacked on the host, placed one call ahead ------------------------------------
+
+
 def _stack_batches(batch_fn, start: int, k: int, local_batch_size: int):
+    """``batch_fn(start), ..., batch_fn(start + k - 1)`` stacked to ``[k, b, ...]`` (rows checked)."""
     batches = [batch_fn(s) for s in range(start, start + k)]
     for s, b in zip(range(start, start + k), batches):
         for x in jax.tree.leaves(b):
@@ -184,6 +159,191 @@ def _stack_batches(batch_fn, start: int, k: int, local_batch_size: int):
                     f"{jax.process_count()} process(es)), got shape {np.shape(x)}."
                 )
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batches)
+
+
+def _prefetched_calls(batch_fn, mode: Parallel, local_batch_size: int, calls: Iterator[tuple[int, int]]):
+    """``(k, device batches)`` per call. Built when asked for: the loop asks for the next call's
+    right after dispatching the current one, so they are built while it runs."""
+    for start, k in calls:
+        yield k, mode.put_batches(_stack_batches(batch_fn, start, k, local_batch_size))
+
+
+# ---- per-step bookkeeping: non-finite guard, metrics window -------------------------------
+
+
+@dataclasses.dataclass
+class _NonFiniteGuard:
+    """Counts skipped (non-finite) steps; raises after ``limit`` in a row (``limit <= 0``: never)."""
+
+    limit: int
+    total: int = 0
+    consecutive: int = 0
+
+    def check(self, first_step: int, skipped: np.ndarray, ckpt: Checkpointer) -> None:
+        """``skipped[i]``: whether step ``first_step + i`` was skipped."""
+        for i, bad in enumerate(skipped):
+            self.consecutive = self.consecutive + 1 if bad else 0
+            if self.limit > 0 and self.consecutive >= self.limit:
+                raise NonFiniteError(self._message(first_step + i + 1, ckpt))
+        self.total += int(skipped.sum())
+
+    def _message(self, bad_to: int, ckpt: Checkpointer) -> str:
+        last = ckpt.latest_step()
+        return (
+            f"{self.consecutive} consecutive training steps ({bad_to - self.consecutive}..{bad_to - 1}) had a "
+            "non-finite loss or gradient and were skipped "
+            f"(training.max_consecutive_nonfinite={self.limit}). Stopping. "
+            + (
+                f"The last checkpoint (step {last}) in {ckpt.directory} is intact."
+                if last is not None
+                else "No checkpoint had been written yet."
+            )
+            + " Look at the learning rate, the data at those steps and the loss's numerics."
+        )
+
+
+class _MetricsWindow:
+    """The steps since the last log record: metric values of applied steps, skipped count, time.
+
+    Time spent on checkpoints and hooks (``with window.paused():``) is not counted, so
+    ``steps_per_sec`` measures training only.
+    """
+
+    def __init__(self, step: int, log_every: int, n_iters: int):
+        self.log_every, self.n_iters = log_every, n_iters
+        self._reset(step)
+
+    def _reset(self, step: int) -> None:
+        self.values: dict[str, list[float]] = {}
+        self.skipped = self.steps = 0
+        self.started_at = step
+        self.t0 = time.perf_counter()
+
+    def add(self, metrics: Mapping[str, np.ndarray], skipped: np.ndarray) -> None:
+        """``metrics[name][i]`` of each of the call's steps; values of skipped steps are left out."""
+        for i in np.flatnonzero(~skipped):
+            for name, v in metrics.items():
+                if name != "skipped":
+                    self.values.setdefault(name, []).append(float(v[i]))
+        self.skipped += int(skipped.sum())
+        self.steps += len(skipped)
+
+    def due(self, step: int) -> bool:
+        return step // self.log_every > self.started_at // self.log_every or step == self.n_iters
+
+    def flush(self, step: int, total_skipped: int, lr: float) -> dict[str, float]:
+        """The record for this window (means, skipped counts, lr, steps/s); starts a new window."""
+        dt = time.perf_counter() - self.t0
+        record = {name: float(np.mean(v)) for name, v in self.values.items()}
+        record.update(skipped=self.skipped, skipped_total=total_skipped, lr=lr,
+                      steps_per_sec=self.steps / max(dt, 1e-9))
+        self._reset(step)
+        return record
+
+    @contextlib.contextmanager
+    def paused(self):
+        t_aside = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t0 += time.perf_counter() - t_aside
+
+
+class _Progress:
+    """A tqdm bar on process 0 when ``training.progress`` (else nothing)."""
+
+    def __init__(self, enabled: bool, total: int, initial: int):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
+
+    def update(self, k: int, record: Mapping[str, float] | None) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(k)
+        if record is not None:
+            post = {"loss": f"{record.get('loss', float('nan')):.4g}", "steps/s": f"{record['steps_per_sec']:.3g}"}
+            if record["skipped_total"]:
+                post["skipped"] = record["skipped_total"]
+            self.bar.set_postfix(post, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- preemption, start-up ------------------------------------------------------------------
+
+
+class _Preemption:
+    """SIGTERM -> a flag checked between compiled calls (main thread only; ``watch`` installs it)."""
+
+    def __init__(self):
+        self.flag = False
+        self._previous = None
+        self._installed = False
+
+    def watch(self, enabled: bool) -> None:
+        if enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            self._installed = True
+
+    def _handler(self, signum, frame):
+        self.flag = True
+
+    def requested(self) -> bool:
+        """Whether any process got SIGTERM (an all-gather when there are several)."""
+        if not self._installed:
+            return False
+        if jax.process_count() == 1:
+            return self.flag
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.array([self.flag], dtype=np.int32))
+        return bool(np.any(flags))
+
+    def restore(self):
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
+
+
+def _open_checkpointer(workdir: str, s: LoopSettings) -> Checkpointer:
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+    return Checkpointer(workdir, save_every=s.checkpoint_every, keep_last=s.keep_last,
+                        keep_every=s.keep_every or None, async_save=s.async_checkpoint)
+
+
+def _abstract_state(mode: Parallel, fresh_state: Callable[[], TrainState]):
+    """Shapes, dtypes and the mode's checkpoint sharding of the state: the target of a restore."""
+    sharding = mode.checkpoint_sharding()
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), jax.eval_shape(fresh_state))
+
+
+def _restore_or_init(ckpt, mode: Parallel, abstract, fresh_state: Callable[[], TrainState], config, allow_change: bool):
+    """``(device state, resumed_from step | None, skipped steps so far)``: the newest readable
+    checkpoint (its saved config checked against ``config``) or ``fresh_state()``."""
+    restored = ckpt.restore_latest(abstract)
+    if restored is None:
+        return mode.put_state(fresh_state()), None, 0
+    host_state, meta = restored
+    check_config(meta.get("config", {}), config, allow_change=allow_change)
+    return mode.from_checkpoint(host_state), int(meta["step"]), int(meta.get("skipped_total", 0))
+
+
+def _write_config(workdir: str, config) -> None:
+    """``workdir/config.json`` (process 0; written to a temporary file, then renamed)."""
+    if jax.process_index() == 0:
+        tmp = os.path.join(workdir, f".{CONFIG_FILE}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
+        os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
+
+
+# ---- the loop ------------------------------------------------------------------------------
 
 
 def train(
@@ -216,181 +376,52 @@ def train(
     saved). Always waits for pending async checkpoint writes before returning or raising.
     """
     maybe_initialize_distributed(config)
-    workdir = os.path.abspath(os.fspath(workdir))
-    is_main = jax.process_index() == 0
-    get = lambda name, default: cfg_get(config, name, default)  # noqa: E731
-    n_iters = int(get("training.n_iters", 1000))
-    batch_size = int(get("training.batch_size", 128))
-    mode = str(get("training.mode", "single"))
-    k_max = max(1, int(get("training.steps_per_call", 1)))
-    log_every = max(1, int(get("training.log_every", 50)))
-    ckpt_every = max(1, int(get("training.checkpoint_every", 500)))
-    max_nonfinite = int(get("training.max_consecutive_nonfinite", 10))
-    show_progress = bool(get("training.progress", True)) and is_main
-    seed = int(get("seed", get("training.seed", 0)))
-
+    workdir, s = os.path.abspath(os.fspath(workdir)), LoopSettings.from_config(config)
     tx = tx if tx is not None else make_optimizer(config)
-    ema_rate = ema_rate_from_config(config)
-    par = make_parallel(mode, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, devices=devices)
-    local_bs = par.local_batch_size(batch_size)  # validates divisibility early
-    hooks = _normalize_hooks(eval_fns, int(get("training.eval_every", 0) or 0))
-
-    def fresh_state():
-        return init_train_state(seed, init_fn, tx)
-
-    sharding = par.checkpoint_sharding()
-    abstract = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), jax.eval_shape(fresh_state)
-    )
-
-    if is_main:
-        os.makedirs(workdir, exist_ok=True)
-    ckpt = Checkpointer(
-        workdir,
-        save_every=ckpt_every,
-        keep_last=int(get("training.keep_last", 3)),
-        keep_every=int(get("training.keep_every", 0) or 0) or None,
-        async_save=bool(get("training.async_checkpoint", True)),
-    )
-    writer = None
-    preemption = None
-    bar = None
+    mode = make_parallel(s.mode, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate_from_config(config), devices=devices)
+    local_batch_size = mode.local_batch_size(s.batch_size)  # validates divisibility early
+    schedule = _Schedule(s, _normalize_hooks(eval_fns, s.eval_every))
+    fresh_state = lambda: init_train_state(s.seed, init_fn, tx)  # noqa: E731
+    abstract = _abstract_state(mode, fresh_state)
+    ckpt, preemption, writer, progress = _open_checkpointer(workdir, s), _Preemption(), None, None
     try:
-        restored = ckpt.restore_latest(abstract)
-        resumed_from = None
-        if restored is not None:
-            host_state, meta = restored
-            check_config(meta.get("config", {}), config, allow_change=allow_config_change)
-            state = par.from_checkpoint(host_state)
-            resumed_from = int(meta["step"])
-            prior_skipped = int(meta.get("skipped_total", 0))
-        else:
-            state = par.put_state(fresh_state())
-            prior_skipped = 0
-        step = resumed_from or 0
-        if is_main:
-            tmp = os.path.join(workdir, f".{CONFIG_FILE}.tmp")
-            with open(tmp, "w") as f:
-                json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
-            os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
-        writer = MetricsWriter(workdir, enabled=is_main, start_step=step)
-        preemption = _Preemption(handle_sigterm)
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_iters, initial=step, desc="train", dynamic_ncols=True)
-
-        def chunk(s: int) -> int:
-            end = min(n_iters, s + k_max, _next_boundary(s, ckpt_every))
-            for h in hooks:
-                if h.every:
-                    end = min(end, _next_boundary(s, h.every))
-            return end - s
-
-        def run_hooks(s: int, final: bool):
-            view = None
-            for h in hooks:
-                due = (h.every and s % h.every == 0) or (final and h.at_end)
-                if not due:
-                    continue
-                view = par.unreplicate(state) if view is None else view
-                out = h.fn(view, s)
-                if out:
-                    writer.write(s, {f"{h.name}/{k}": v for k, v in out.items()})
-
-        window: dict[str, list] = {}
-        window_skipped = 0
-        window_steps = 0
-        window_t0 = time.perf_counter()
-        total_skipped = prior_skipped
-        consecutive = 0
-        last_logged = step
-        preempted = False
-        next_batches = None
-        if step < n_iters:
-            k = chunk(step)
-            next_batches = (k, par.put_batches(_stack_batches(batch_fn, step, k, local_bs)))
-        while step < n_iters:
-            k, batches = next_batches
-            state, metrics = par.step(state, batches)
-            new_step = step + k
-            if new_step < n_iters:  # prepare the next call's data while this one runs
-                k_next = chunk(new_step)
-                next_batches = (k_next, par.put_batches(_stack_batches(batch_fn, new_step, k_next, local_bs)))
-            m = par.fetch_metrics(metrics)
+        state, resumed_from, skipped_before = _restore_or_init(ckpt, mode, abstract, fresh_state, config,
+                                                               allow_config_change)
+        step, preempted, guard = resumed_from or 0, False, _NonFiniteGuard(s.max_consecutive_nonfinite, skipped_before)
+        _write_config(workdir, config)
+        writer = MetricsWriter(workdir, enabled=jax.process_index() == 0, start_step=step)
+        preemption.watch(handle_sigterm)
+        progress = _Progress(s.progress and jax.process_index() == 0, s.n_iters, step)
+        window = _MetricsWindow(step, s.log_every, s.n_iters)
+        calls = _prefetched_calls(batch_fn, mode, local_batch_size, schedule.calls(step))
+        call = next(calls, None)
+        while call is not None:
+            k, batches = call
+            state, metrics = mode.step(state, batches)
+            call = next(calls, None)  # the next call's batches are built while this one runs
+            m = mode.fetch_metrics(metrics)
             skipped = np.asarray(m["skipped"]).astype(bool)
-            for i in range(k):
-                if skipped[i]:
-                    consecutive += 1
-                else:
-                    consecutive = 0
-                    for name, v in m.items():
-                        if name != "skipped":
-                            window.setdefault(name, []).append(float(v[i]))
-                if max_nonfinite > 0 and consecutive >= max_nonfinite:
-                    last = ckpt.latest_step()
-                    bad_to = step + i + 1
-                    raise NonFiniteError(
-                        f"{consecutive} consecutive training steps ({bad_to - consecutive}..{bad_to - 1}) had a "
-                        "non-finite loss or gradient and were skipped "
-                        f"(training.max_consecutive_nonfinite={max_nonfinite}). Stopping. "
-                        + (
-                            f"The last checkpoint (step {last}) in {ckpt.directory} is intact."
-                            if last is not None
-                            else "No checkpoint had been written yet."
-                        )
-                        + " Look at the learning rate, the data at those steps and the loss's numerics."
-                    )
-            n_skip = int(skipped.sum())
-            total_skipped += n_skip
-            window_skipped += n_skip
-            window_steps += k
-            step = new_step
-
-            if bar is not None:
-                bar.update(k)
-            if step // log_every > last_logged // log_every or step == n_iters:
-                dt = time.perf_counter() - window_t0
-                record = {name: float(np.mean(v)) for name, v in window.items()}
-                record.update(
-                    skipped=window_skipped,
-                    skipped_total=total_skipped,
-                    lr=lr_at(step - total_skipped, config),
-                    steps_per_sec=window_steps / max(dt, 1e-9),
-                )
+            guard.check(step, skipped, ckpt)
+            window.add(m, skipped)
+            step += k
+            record = window.flush(step, guard.total, lr_at(step - guard.total, config)) if window.due(step) else None
+            if record is not None:
                 writer.write(step, record)
-                if bar is not None:
-                    post = {"loss": f"{record.get('loss', float('nan')):.4g}", "steps/s": f"{record['steps_per_sec']:.3g}"}
-                    if total_skipped:
-                        post["skipped"] = total_skipped
-                    bar.set_postfix(post, refresh=False)
-                window, window_skipped, window_steps = {}, 0, 0
-                window_t0 = time.perf_counter()
-                last_logged = step
-
-            extra = {"skipped_total": total_skipped}
-            t_aside = time.perf_counter()
-            ckpt.maybe_save(step, par.to_checkpoint(state), force=step == n_iters, config=config, extra=extra)
-            run_hooks(step, final=step == n_iters)
-            window_t0 += time.perf_counter() - t_aside  # steps/s counts training time only
-            if step < n_iters and preemption.requested():
-                ckpt.maybe_save(step, par.to_checkpoint(state), force=True, config=config, extra=extra)
+            progress.update(k, record)
+            extra = {"skipped_total": guard.total}
+            with window.paused():  # steps/s counts training time only
+                ckpt.maybe_save(step, mode.to_checkpoint(state), force=step == s.n_iters, config=config, extra=extra)
+                schedule.run_hooks(step, lambda: mode.unreplicate(state), writer)
+            if step < s.n_iters and preemption.requested():
+                ckpt.maybe_save(step, mode.to_checkpoint(state), force=True, config=config, extra=extra)
                 preempted = True
                 break
-        final_state = par.unreplicate(state)
-        return TrainResult(
-            state=final_state,
-            step=step,
-            preempted=preempted,
-            resumed_from=resumed_from,
-            total_skipped=total_skipped,
-            workdir=workdir,
-        )
+        return TrainResult(state=mode.unreplicate(state), step=step, preempted=preempted,
+                           resumed_from=resumed_from, total_skipped=guard.total, workdir=workdir)
     finally:
-        if bar is not None:
-            bar.close()
+        if progress is not None:
+            progress.close()
         ckpt.close()  # waits for pending async writes (SIGTERM still only sets the flag here)
-        if preemption is not None:
-            preemption.restore()
+        preemption.restore()
         if writer is not None:
             writer.close()

@@ -1,18 +1,20 @@
-"""Execution modes around the one pure step: ``"single"``, ``"pmap"``, ``"sharded"``.
+"""Execution modes around the one pure step: one small class per mode.
 
-All three compile the same ``multi_step`` (K train steps per call via ``lax.scan``):
+Every mode compiles the same ``multi_step`` (K train steps per call via ``lax.scan``) and
+knows how to place state and batches for it:
 
-- ``single``: ``jax.jit`` on one device; the batch is the whole global batch.
-- ``pmap``: ``jax.pmap`` over the local devices with ``axis_name="data"``; the state is
-  replicated (leading device axis), each device gets ``B / n_devices`` examples and
-  gradients/loss are averaged with ``lax.pmean``. Noise is drawn per global example row
+- :class:`SingleDevice` (``"single"``): ``jax.jit`` on one device; the batch is the whole
+  global batch.
+- :class:`Pmap` (``"pmap"``): ``jax.pmap`` over the local devices with ``axis_name="data"``;
+  the state is replicated (leading device axis), each device gets ``B / n_devices`` examples
+  and gradients/loss are averaged with ``lax.pmean``. Noise is drawn per global example row
   (``step.py``), so even a stochastic loss gives the same numbers as single-device
   training, up to float summation order.
-- ``sharded``: ``jax.jit`` over a ``Mesh`` of all (global) devices with ``NamedSharding``:
-  the batch is sharded on its batch axis (``P(None, "data")`` for ``[K, B, ...]``), the
-  state is replicated (``P()``). XLA inserts the gradient all-reduce. The program is the
-  single-device program, so results equal single-device training up to float
-  reduction order (random draws included).
+- :class:`Sharded` (``"sharded"``): ``jax.jit`` over a ``Mesh`` of all (global) devices with
+  ``NamedSharding``: the batch is sharded on its batch axis (``P(None, "data")`` for
+  ``[K, B, ...]``), the state is replicated (``P()``). XLA inserts the gradient all-reduce.
+  The program is the single-device program, so results equal single-device training up to
+  float reduction order (random draws included).
 
 Multi-host: every process runs the same code; ``batch_fn`` returns this process's slice of
 the global batch (``B / process_count`` rows, rows ``[p*b, (p+1)*b)``); the global array
@@ -26,19 +28,18 @@ in one mode restores in another.
 
 from __future__ import annotations
 
-import dataclasses
+import abc
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import ClassVar
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxscore.train._config import cfg_get
+from jaxscore.train.settings import setting
 from jaxscore.train.step import multi_step
 
-MODES = ("single", "pmap", "sharded")
 AXIS = "data"
 
 
@@ -54,183 +55,34 @@ def maybe_initialize_distributed(config=None) -> bool:
     """
     if jax.distributed.is_initialized():
         return True
-    address = cfg_get(config, "distributed.coordinator_address", None)
-    enabled = bool(cfg_get(config, "distributed.enabled", False)) or address is not None
-    if not enabled:
+    address = setting(config, "distributed.coordinator_address")
+    if not (bool(setting(config, "distributed.enabled")) or address is not None):
         return False
-    cpu_coll = cfg_get(config, "distributed.cpu_collectives", None)
-    if cpu_coll:
-        jax.config.update("jax_cpu_collectives_implementation", cpu_coll)
+    cpu_collectives = setting(config, "distributed.cpu_collectives")
+    if cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     jax.distributed.initialize(
         coordinator_address=address,
-        num_processes=cfg_get(config, "distributed.num_processes", None),
-        process_id=cfg_get(config, "distributed.process_id", None),
-        local_device_ids=cfg_get(config, "distributed.local_device_ids", None),
+        num_processes=setting(config, "distributed.num_processes"),
+        process_id=setting(config, "distributed.process_id"),
+        local_device_ids=setting(config, "distributed.local_device_ids"),
     )
     return True
 
 
-def _check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"training.mode: expected one of {MODES}, got {mode!r}.")
-    return mode
-
-
-def _first_local(x):
+def _first_local(x) -> np.ndarray:
     """This process's copy of a replicated value as a NumPy array (any mode)."""
     if isinstance(x, jax.Array):
         return np.asarray(x.addressable_data(0))
     return np.asarray(x)
 
 
-@dataclasses.dataclass
-class Parallel:
-    """A compiled K-step training function plus how to place state and batches for it.
-
-    Build with ``make_parallel``. Methods (``K`` = steps per call, ``b`` = local batch):
-
-    - ``put_state(state)``: place a host/single-device state (replicate for pmap/sharded).
-    - ``put_batches(batches)``: place this process's ``[K, b, ...]`` batches.
-    - ``step(state, batches) -> (state, metrics)``: run K steps (state donated).
-    - ``fetch_metrics(metrics) -> dict[str, np.ndarray [K]]``: metrics on the host.
-    - ``unreplicate(state)``: a state usable by ordinary single-program code (hooks).
-    - ``to_checkpoint(state)`` / ``from_checkpoint(state)``: the unreplicated saved form.
-    - ``checkpoint_sharding(shape)``: the sharding a restored leaf should have.
-    """
-
-    mode: str
-    devices: tuple  # all devices taking part (global), in mesh order
-    local_devices: tuple
-    mesh: Mesh | None
-    local_mesh: Mesh | None
-    _step: Callable
-
-    @property
-    def num_devices(self) -> int:
-        return len(self.devices)
-
-    def local_batch_size(self, global_batch_size: int) -> int:
-        """Rows this process feeds per step; checks divisibility by devices and processes."""
-        n_proc = jax.process_count()
-        if global_batch_size % n_proc:
+def _check_stacked(batches) -> None:
+    for x in jax.tree.leaves(batches):
+        if np.ndim(x) < 2:
             raise ValueError(
-                f"training.batch_size={global_batch_size} is not divisible by process_count={n_proc}."
+                f"batches: expected every leaf as [K, B, ...] (steps, examples), got shape {np.shape(x)}."
             )
-        if self.mode != "single" and global_batch_size % self.num_devices:
-            raise ValueError(
-                f"training.batch_size={global_batch_size} is not divisible by the {self.num_devices} "
-                f"devices of mode {self.mode!r}; expected a multiple of {self.num_devices}."
-            )
-        return global_batch_size // n_proc
-
-    # ---- placement ---------------------------------------------------------------
-    def put_state(self, state):
-        """Device copy of ``state`` for this mode (never aliasing the input's buffers)."""
-        if self.mode == "single":  # fresh buffers: the step donates them
-            return jax.device_put(state, self.devices[0], may_alias=False)
-        if self.mode == "sharded":
-            sharding = NamedSharding(self.mesh, P())
-            return jax.tree.map(
-                lambda x: jax.make_array_from_process_local_data(sharding, _first_local(x)), state
-            )
-        n = len(self.local_devices)
-        sharding = NamedSharding(self.local_mesh, P(AXIS))
-
-        def rep(x):
-            x = _first_local(x)
-            return jax.device_put(np.broadcast_to(x[None], (n,) + x.shape), sharding)
-
-        return jax.tree.map(rep, state)
-
-    def put_batches(self, batches):
-        leaves = jax.tree.leaves(batches)
-        for x in leaves:
-            if np.ndim(x) < 2:
-                raise ValueError(
-                    f"batches: expected every leaf as [K, B, ...] (steps, examples), got shape {np.shape(x)}."
-                )
-        if self.mode == "single":
-            return jax.device_put(batches, self.devices[0])
-        if self.mode == "sharded":
-            sharding = NamedSharding(self.mesh, P(None, AXIS))
-
-            def put(x):
-                x = np.asarray(x)
-                global_shape = (x.shape[0], x.shape[1] * jax.process_count()) + x.shape[2:]
-                return jax.make_array_from_process_local_data(sharding, x, global_shape)
-
-            return jax.tree.map(put, batches)
-        n = len(self.local_devices)
-        sharding = NamedSharding(self.local_mesh, P(AXIS))
-
-        def split(x):
-            x = np.asarray(x)
-            k, b = x.shape[:2]
-            if b % n:
-                raise ValueError(f"pmap: local batch of {b} rows is not divisible by {n} local devices.")
-            x = x.reshape((k, n, b // n) + x.shape[2:]).swapaxes(0, 1)
-            return jax.device_put(x, sharding)
-
-        return jax.tree.map(split, batches)
-
-    # ---- running -----------------------------------------------------------------
-    def step(self, state, batches):
-        return self._step(state, batches)
-
-    def fetch_metrics(self, metrics) -> dict[str, np.ndarray]:
-        out = {}
-        for name, value in metrics.items():
-            v = _first_local(value)
-            if self.mode == "pmap":
-                v = v[0]  # [1, K] shard of the [n, K] replicated metrics
-            out[name] = v
-        return out
-
-    # ---- views of the state ----------------------------------------------------------
-    def unreplicate(self, state):
-        """The state as this process's own single-program arrays.
-
-        pmap: replica 0's copy. sharded over several processes: the local copy of each
-        replicated array, so hooks can run ordinary ``jit`` code on one process without
-        entering a cross-process computation. Otherwise: unchanged.
-        """
-        if self.mode == "pmap":
-            return jax.tree.map(lambda x: x.addressable_data(0)[0], state)
-        if self.mode == "sharded" and jax.process_count() > 1:
-            return jax.tree.map(lambda x: x.addressable_data(0), state)
-        return state
-
-    def to_checkpoint(self, state):
-        if self.mode != "pmap":
-            return state
-        sharding = NamedSharding(self.mesh, P())
-
-        def glob(x):
-            shards = sorted(x.addressable_shards, key=lambda s: s.device.id)
-            shape = x.shape[1:]
-            return jax.make_array_from_single_device_arrays(
-                shape, sharding, [s.data.reshape(shape) for s in shards]
-            )
-
-        return jax.tree.map(glob, state)
-
-    def checkpoint_sharding(self):
-        if self.mode == "single":
-            return jax.sharding.SingleDeviceSharding(self.devices[0])
-        return NamedSharding(self.mesh, P())
-
-    def from_checkpoint(self, state):
-        if self.mode != "pmap":
-            return state
-        sharding = NamedSharding(self.local_mesh, P(AXIS))
-        n = len(self.local_devices)
-
-        def rep(x):
-            by_device = {s.device: s.data for s in x.addressable_shards}
-            arrays = [by_device[d][None] for d in self.local_devices]
-            return jax.make_array_from_single_device_arrays((n,) + x.shape, sharding, arrays)
-
-        return jax.tree.map(rep, state)
 
 
 def _multi_step_positional(state, batches, loss_fn, tx, ema_rate, axis_name=None):
@@ -241,31 +93,263 @@ def _pmap_step(state, batches, loss_fn, tx, ema_rate):
     return multi_step(state, batches, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, axis_name=AXIS)
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled_step(mode: str, devices: tuple | None, mesh_devices: tuple, donate: bool):
-    """One jit/pmap wrapper per (mode, devices, donate); ``loss_fn``, ``tx`` and ``ema_rate`` are
-    static arguments, so building a second ``Parallel`` with the same objects reuses the
-    compiled executable instead of compiling again."""
-    donate_argnums = (0,) if donate else ()
-    if mode == "single":
-        return jax.jit(_multi_step_positional, static_argnums=(2, 3, 4), donate_argnums=donate_argnums)
-    if mode == "pmap":
+class Parallel(abc.ABC):
+    """A compiled K-step training function plus how to place state and batches for it.
+
+    Build with :func:`make_parallel`. ``K`` = steps per call, ``b`` = this process's rows:
+
+    - ``put_state(state)``: a device copy of a host/single-device state (never aliasing it).
+    - ``put_batches(batches)``: place this process's ``[K, b, ...]`` batches.
+    - ``step(state, batches) -> (state, metrics)``: run K steps (state donated).
+    - ``fetch_metrics(metrics) -> dict[str, np.ndarray [K]]``: metrics on the host.
+    - ``unreplicate(state)``: a state usable by ordinary single-program code (hooks).
+    - ``to_checkpoint(state)`` / ``from_checkpoint(state)``: the unreplicated saved form.
+    - ``checkpoint_sharding()``: the sharding a restored leaf should have.
+
+    The compiled program is cached on ``(mode, devices, donate, loss_fn, tx, ema_rate)``
+    (``loss_fn`` and ``tx`` by identity), so building a second instance with the same
+    objects reuses the executable instead of compiling again.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, *, loss_fn, tx, ema_rate: float, devices: tuple, local_devices: tuple, compiled):
+        self.loss_fn, self.tx, self.ema_rate = loss_fn, tx, float(ema_rate)
+        self.devices = devices  # all devices taking part (global), in mesh order
+        self.local_devices = local_devices
+        self._compiled = compiled
+
+    @property
+    def mode(self) -> str:
+        return self.name
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    def local_batch_size(self, global_batch_size: int) -> int:
+        """Rows this process feeds per step; checks divisibility by processes (and devices)."""
+        n_proc = jax.process_count()
+        if global_batch_size % n_proc:
+            raise ValueError(
+                f"training.batch_size={global_batch_size} is not divisible by process_count={n_proc}."
+            )
+        return global_batch_size // n_proc
+
+    def step(self, state, batches):
+        return self._compiled(state, batches, self.loss_fn, self.tx, self.ema_rate)
+
+    def put_batches(self, batches):
+        _check_stacked(batches)
+        return self._place_batches(batches)
+
+    def fetch_metrics(self, metrics) -> dict[str, np.ndarray]:
+        return {name: _first_local(value) for name, value in metrics.items()}
+
+    def unreplicate(self, state):
+        return state
+
+    def to_checkpoint(self, state):
+        return state
+
+    def from_checkpoint(self, state):
+        return state
+
+    @classmethod
+    @abc.abstractmethod
+    def create(cls, *, loss_fn, tx, ema_rate: float, devices: Sequence | None, donate: bool) -> Parallel:
+        """This mode over ``devices`` (``None``: ``jax.devices()``) with the step compiled (or cached)."""
+
+    @abc.abstractmethod
+    def put_state(self, state): ...
+
+    @abc.abstractmethod
+    def _place_batches(self, batches): ...
+
+    @abc.abstractmethod
+    def checkpoint_sharding(self): ...
+
+
+class SingleDevice(Parallel):
+    """``jax.jit`` on the first local device; one process only."""
+
+    name = "single"
+
+    @staticmethod
+    @functools.lru_cache(maxsize=8)
+    def _compile(donate: bool):
+        return jax.jit(_multi_step_positional, static_argnums=(2, 3, 4), donate_argnums=(0,) if donate else ())
+
+    @classmethod
+    def create(cls, *, loss_fn, tx, ema_rate, devices: Sequence | None, donate: bool) -> SingleDevice:
+        device = (_local(_all(devices))[0],)
+        if jax.process_count() > 1:
+            raise ValueError(
+                "training.mode='single' runs on one device of one process; with "
+                f"process_count={jax.process_count()} use 'pmap' or 'sharded'."
+            )
+        return cls(loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, devices=device, local_devices=device,
+                   compiled=cls._compile(donate))
+
+    def put_state(self, state):
+        return jax.device_put(state, self.devices[0], may_alias=False)  # fresh buffers: the step donates them
+
+    def _place_batches(self, batches):
+        return jax.device_put(batches, self.devices[0])
+
+    def checkpoint_sharding(self):
+        return jax.sharding.SingleDeviceSharding(self.devices[0])
+
+
+class _OverMesh(Parallel):
+    """Modes over a ``Mesh`` of all devices (axis ``"data"``): the batch is split over devices."""
+
+    def __init__(self, *, mesh: Mesh, local_mesh: Mesh, **kwargs):
+        super().__init__(**kwargs)
+        self.mesh, self.local_mesh = mesh, local_mesh
+
+    @classmethod
+    def create(cls, *, loss_fn, tx, ema_rate, devices: Sequence | None, donate: bool):
+        all_devices = _all(devices)
+        local = _local(all_devices)
+        return cls(loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, devices=all_devices, local_devices=local,
+                   compiled=cls._compile(all_devices, devices is None, donate),
+                   mesh=Mesh(np.array(all_devices), (AXIS,)), local_mesh=Mesh(np.array(local), (AXIS,)))
+
+    def local_batch_size(self, global_batch_size: int) -> int:
+        if global_batch_size % self.num_devices:
+            raise ValueError(
+                f"training.batch_size={global_batch_size} is not divisible by the {self.num_devices} "
+                f"devices of mode {self.name!r}; expected a multiple of {self.num_devices}."
+            )
+        return super().local_batch_size(global_batch_size)
+
+    def checkpoint_sharding(self):
+        return NamedSharding(self.mesh, P())
+
+
+class Sharded(_OverMesh):
+    """``jax.jit`` over the global mesh: state replicated ``P()``, batches ``P(None, "data")``."""
+
+    name = "sharded"
+
+    @staticmethod
+    @functools.lru_cache(maxsize=8)
+    def _compile(devices: tuple, default_devices: bool, donate: bool):
+        mesh = Mesh(np.array(devices), (AXIS,))
+        replicated = NamedSharding(mesh, P())
+        return jax.jit(
+            _multi_step_positional,
+            static_argnums=(2, 3, 4),
+            in_shardings=(replicated, NamedSharding(mesh, P(None, AXIS))),
+            out_shardings=(replicated, replicated),
+            donate_argnums=(0,) if donate else (),
+        )
+
+    def put_state(self, state):
+        sharding = NamedSharding(self.mesh, P())
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, _first_local(x)), state)
+
+    def _place_batches(self, batches):
+        sharding = NamedSharding(self.mesh, P(None, AXIS))
+
+        def put(x):
+            x = np.asarray(x)
+            global_shape = (x.shape[0], x.shape[1] * jax.process_count()) + x.shape[2:]
+            return jax.make_array_from_process_local_data(sharding, x, global_shape)
+
+        return jax.tree.map(put, batches)
+
+    def unreplicate(self, state):
+        """Over several processes: the local copy of each replicated array, so hooks can run
+        ordinary ``jit`` code on one process without entering a cross-process computation."""
+        if jax.process_count() > 1:
+            return jax.tree.map(lambda x: x.addressable_data(0), state)
+        return state
+
+
+class Pmap(_OverMesh):
+    """``jax.pmap`` over the local devices: state and batches carry a leading device axis."""
+
+    name = "pmap"
+
+    @staticmethod
+    @functools.lru_cache(maxsize=8)
+    def _compile(devices: tuple, default_devices: bool, donate: bool):
         return jax.pmap(
             _pmap_step,
             axis_name=AXIS,
             static_broadcasted_argnums=(2, 3, 4),
-            devices=devices,
-            donate_argnums=donate_argnums,
+            devices=None if default_devices else devices,  # None: pmap's own choice, all local devices
+            donate_argnums=(0,) if donate else (),
         )
-    mesh = Mesh(np.array(mesh_devices), (AXIS,))
-    replicated = NamedSharding(mesh, P())
-    return jax.jit(
-        _multi_step_positional,
-        static_argnums=(2, 3, 4),
-        in_shardings=(replicated, NamedSharding(mesh, P(None, AXIS))),
-        out_shardings=(replicated, replicated),
-        donate_argnums=donate_argnums,
-    )
+
+    def put_state(self, state):
+        n = len(self.local_devices)
+        sharding = NamedSharding(self.local_mesh, P(AXIS))
+
+        def replicate(x):
+            x = _first_local(x)
+            return jax.device_put(np.broadcast_to(x[None], (n,) + x.shape), sharding)
+
+        return jax.tree.map(replicate, state)
+
+    def _place_batches(self, batches):
+        n = len(self.local_devices)
+        sharding = NamedSharding(self.local_mesh, P(AXIS))
+
+        def split(x):  # [K, b, ...] -> [n, K, b/n, ...]
+            x = np.asarray(x)
+            k, b = x.shape[:2]
+            if b % n:
+                raise ValueError(f"pmap: local batch of {b} rows is not divisible by {n} local devices.")
+            return jax.device_put(x.reshape((k, n, b // n) + x.shape[2:]).swapaxes(0, 1), sharding)
+
+        return jax.tree.map(split, batches)
+
+    def fetch_metrics(self, metrics) -> dict[str, np.ndarray]:
+        return {name: v[0] for name, v in super().fetch_metrics(metrics).items()}  # [1, K] shard of [n, K]
+
+    def unreplicate(self, state):
+        """Replica 0's copy."""
+        return jax.tree.map(lambda x: x.addressable_data(0)[0], state)
+
+    def to_checkpoint(self, state):
+        sharding = NamedSharding(self.mesh, P())
+
+        def to_global(x):
+            shards = sorted(x.addressable_shards, key=lambda s: s.device.id)
+            shape = x.shape[1:]
+            return jax.make_array_from_single_device_arrays(shape, sharding, [s.data.reshape(shape) for s in shards])
+
+        return jax.tree.map(to_global, state)
+
+    def from_checkpoint(self, state):
+        sharding = NamedSharding(self.local_mesh, P(AXIS))
+        n = len(self.local_devices)
+
+        def replicate(x):
+            by_device = {s.device: s.data for s in x.addressable_shards}
+            arrays = [by_device[d][None] for d in self.local_devices]
+            return jax.make_array_from_single_device_arrays((n,) + x.shape, sharding, arrays)
+
+        return jax.tree.map(replicate, state)
+
+
+_MODE_CLASSES: dict[str, type[Parallel]] = {cls.name: cls for cls in (SingleDevice, Pmap, Sharded)}
+MODES = tuple(_MODE_CLASSES)
+
+
+def _all(devices: Sequence | None) -> tuple:
+    return tuple(devices) if devices is not None else tuple(jax.devices())
+
+
+def _local(devices: tuple) -> tuple:
+    pid = jax.process_index()
+    local = tuple(d for d in devices if d.process_index == pid)
+    if not local:
+        raise ValueError("make_parallel: none of the given devices belongs to this process.")
+    return local
 
 
 def make_parallel(
@@ -277,33 +361,13 @@ def make_parallel(
     devices: Sequence | None = None,
     donate: bool = True,
 ) -> Parallel:
-    """Compile ``multi_step`` for ``mode`` (``"single"``, ``"pmap"`` or ``"sharded"``).
+    """The execution mode ``mode`` (``"single"``, ``"pmap"`` or ``"sharded"``) with ``multi_step`` compiled.
 
     ``devices``: the devices to use (default ``jax.devices()``; ``single`` uses the first
     local one). ``donate``: donate the input state's buffers to the step (halves peak
     state memory; the passed-in state must not be used afterwards).
-    Compiled programs are cached on ``(mode, devices, loss_fn, tx, ema_rate)`` (the objects,
-    by identity), so repeated ``make_parallel``/``train`` calls with the same ``loss_fn`` and
-    ``tx`` objects compile once.
     """
-    _check_mode(mode)
-    ema_rate = float(ema_rate)
-    all_devices = tuple(devices) if devices is not None else tuple(jax.devices())
-    pid = jax.process_index()
-    local = tuple(d for d in all_devices if d.process_index == pid)
-    if not local:
-        raise ValueError("make_parallel: none of the given devices belongs to this process.")
-    if mode == "single":
-        if jax.process_count() > 1:
-            raise ValueError(
-                "training.mode='single' runs on one device of one process; with "
-                f"process_count={jax.process_count()} use 'pmap' or 'sharded'."
-            )
-        fn = _compiled_step(mode, None, (local[0],), bool(donate))
-        step = lambda s, b: fn(s, b, loss_fn, tx, ema_rate)  # noqa: E731
-        return Parallel(mode, (local[0],), (local[0],), None, None, step)
-    mesh = Mesh(np.array(all_devices), (AXIS,))
-    local_mesh = Mesh(np.array(local), (AXIS,))
-    fn = _compiled_step(mode, tuple(devices) if devices is not None else None, all_devices, bool(donate))
-    step = lambda s, b: fn(s, b, loss_fn, tx, ema_rate)  # noqa: E731
-    return Parallel(mode, all_devices, local, mesh, local_mesh, step)
+    if mode not in _MODE_CLASSES:
+        raise ValueError(f"training.mode: expected one of {MODES}, got {mode!r}.")
+    return _MODE_CLASSES[mode].create(loss_fn=loss_fn, tx=tx, ema_rate=float(ema_rate), devices=devices,
+                                      donate=bool(donate))

@@ -28,20 +28,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxscore.train._config import cfg_get
+from jaxscore.train.settings import DEFAULTS, cfg_get
 
-# score_sde defaults (configs/default_*_configs.py: optim.*, model.ema_rate).
-DEFAULT_OPTIM = {
-    "optimizer": "adam",
-    "lr": 2e-4,
-    "warmup": 5000,
-    "grad_clip": 1.0,
-    "beta1": 0.9,
-    "beta2": 0.999,
-    "eps": 1e-8,
-    "weight_decay": 0.0,
-    "ema_rate": 0.9999,
-}
+OPTIM_DEFAULTS = DEFAULTS["optim"]
 
 
 @flax.struct.dataclass
@@ -56,11 +45,6 @@ class TrainState:
     ema_params: Any
     opt_state: Any
     key: jax.Array
-
-    @property
-    def prng_key(self) -> jax.Array:
-        """The stored key as a typed PRNG key (``jax.random.wrap_key_data(self.key)``)."""
-        return jax.random.wrap_key_data(self.key)
 
 
 def key_to_data(key) -> jax.Array:
@@ -130,16 +114,16 @@ def _optim_value(config, name):
         value = cfg_get(config, "model.ema_rate", None)
         if value is not None:
             return value
-    return DEFAULT_OPTIM[name]
+    return OPTIM_DEFAULTS[name]
 
 
 def optim_settings(config=None, **overrides) -> dict:
     """Resolved optimizer settings: score_sde defaults < ``config.optim`` < ``overrides``."""
-    out = {name: _optim_value(config, name) for name in DEFAULT_OPTIM}
-    unknown = set(overrides) - set(DEFAULT_OPTIM)
+    out = {name: _optim_value(config, name) for name in OPTIM_DEFAULTS}
+    unknown = set(overrides) - set(OPTIM_DEFAULTS)
     if unknown:
         raise TypeError(
-            f"make_optimizer: unknown setting(s) {sorted(unknown)}; expected some of {sorted(DEFAULT_OPTIM)}."
+            f"make_optimizer: unknown setting(s) {sorted(unknown)}; expected some of {sorted(OPTIM_DEFAULTS)}."
         )
     out.update(overrides)
     return out
@@ -172,7 +156,7 @@ def make_optimizer(config=None, **overrides) -> optax.GradientTransformation:
     Update: ``g <- g * min(1, grad_clip / ||g||_2)`` (skipped if ``grad_clip <= 0``), then
     Adam(beta1, beta2, eps) scaled by ``-lr_schedule(n)``; decoupled weight decay when
     ``optimizer == "adamw"`` or ``weight_decay > 0``. Settings: score_sde defaults
-    (``DEFAULT_OPTIM``) overridden by ``config.optim.*`` then keyword ``overrides``.
+    (``settings.DEFAULTS["optim"]``) overridden by ``config.optim.*`` then keyword ``overrides``.
     The EMA rate is not part of the transformation (see ``ema_update``).
     """
     s = optim_settings(config, **overrides)
