@@ -1,9 +1,11 @@
-"""``jaxscore`` command line: train / sample / likelihood over ml-collections configs.
+"""``jaxscore`` command line: train / sample / likelihood / eval / fid-stats / convert-inception.
 
     jaxscore train --config experiments/configs/toy2d.py --workdir runs/toy2d [--config.training.n_iters=500]
     jaxscore sample --workdir runs/toy2d --sampler dpmpp_2m --steps 20 --num 4096 --out samples.npz
     jaxscore sample --workdir runs/toy2d --sampler pc --steps 100 --option snr=0.16 --option corrector_steps=1
     jaxscore likelihood --workdir runs/digits --data test --num 256
+    jaxscore eval --workdir runs/digits --num 1000 --metrics fid,kid,is,pr      # features/reference from the run's config
+    jaxscore fid-stats --data cifar10_train.npz --features inception --out cifar10_ref.npz
 
 ``train`` takes ``--config.a.b=value`` overrides of existing keys (an unknown key or a value of
 the wrong type is an error, exit status 2). ``sample`` and ``likelihood`` use the EMA parameters
@@ -62,7 +64,7 @@ def _check_sampler_options(sampler: str, options: dict) -> None:
 
 
 def _sample(args, overrides) -> int:
-    from jaxscore.experiment import sample_from_workdir
+    from jaxscore.commands import sample_from_workdir
 
     if overrides:
         raise SystemExit(f"sample: unexpected arguments {overrides}")
@@ -77,7 +79,7 @@ def _sample(args, overrides) -> int:
 
 
 def _likelihood(args, overrides) -> int:
-    from jaxscore.experiment import likelihood_from_workdir
+    from jaxscore.commands import likelihood_from_workdir
 
     if overrides:
         raise SystemExit(f"likelihood: unexpected arguments {overrides}")
@@ -87,6 +89,67 @@ def _likelihood(args, overrides) -> int:
     )
     for key, value in result.items():
         print(f"{key}: {value}")
+    return 0
+
+
+def _comma_list(text: str | None, what: str, choices: tuple[str, ...] | None = None) -> list[str]:
+    from jaxscore.config import ConfigError
+
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
+    bad = sorted(set(items) - set(choices)) if choices else []
+    if bad:
+        raise ConfigError(f"{what}: expected a comma-separated subset of {list(choices)}, got unknown {bad}.")
+    return items
+
+
+def _eval(args, overrides) -> int:
+    from jaxscore.commands import evaluate_workdir
+    from jaxscore.config import ConfigError
+
+    if overrides:
+        raise SystemExit(f"eval: unexpected arguments {overrides}")
+    metrics = _comma_list(args.metrics, "--metrics", ("fid", "kid", "is", "pr", "bpd"))
+    if args.ref is not None and args.data is not None:
+        raise ConfigError("--ref and --data: give one reference (statistics file or images), not both.")
+    scales = _comma_list(args.guidance_scales, "--guidance-scales")
+    try:
+        scales = [float(s) for s in scales]
+    except ValueError as e:
+        raise ConfigError(f"--guidance-scales: expected comma-separated numbers, got {args.guidance_scales!r}.") from e
+    options = dict(args.option or ())
+    if args.sampler is not None:
+        _check_sampler_options(args.sampler, options)
+    result = evaluate_workdir(args.workdir, num=args.num, metrics=metrics, ref=args.ref, data=args.data,
+                              features=args.features, inception_weights=args.inception_weights, sampler=args.sampler,
+                              steps=args.steps, options=options, batch_size=args.batch_size, seed=args.seed,
+                              bpd_num=args.bpd_num, guidance_scales=scales or None, out=args.out)
+    for key, value in result.items():
+        if key != "guidance":
+            print(f"{key}: {value}")
+    for scale, res in result.get("guidance", {}).items():
+        print(f"guidance scale {scale}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items() if isinstance(v, float)))
+    return 0
+
+
+def _fid_stats(args, overrides) -> int:
+    from jaxscore.commands import fid_stats
+    from jaxscore.config import load_config
+
+    config = load_config(args.config, overrides) if args.config else None
+    if overrides and config is None:
+        raise SystemExit(f"fid-stats: unexpected arguments {overrides}")
+    info = fid_stats(args.out, features=args.features, config=config, split=args.split, data=args.data,
+                     inception_weights=args.inception_weights, num=args.num, batch_size=args.batch_size)
+    print(f"wrote {info['out']}: statistics of {info['count']} images, {info['feature_dim']} features")
+    return 0
+
+
+def _convert_inception(args, overrides) -> int:
+    from jaxscore.evaluation.convert_inception import convert_pytorch_fid_weights
+
+    if overrides:
+        raise SystemExit(f"convert-inception: unexpected arguments {overrides}")
+    print(f"wrote {convert_pytorch_fid_weights(args.src, args.out)}")
     return 0
 
 
@@ -125,6 +188,46 @@ def build_parser() -> argparse.ArgumentParser:
     lik.add_argument("--divergence", choices=("exact", "hutchinson"), default="exact")
     lik.add_argument("--seed", type=int, default=0)
     lik.set_defaults(run=_likelihood)
+
+    ev = sub.add_parser("eval", help="sample quality (FID, KID, IS, precision/recall) and bits/dim of a run")
+    ev.add_argument("--workdir", required=True)
+    ev.add_argument("--num", type=int, default=None, help="samples to draw (default: the run's eval.fid_num)")
+    ev.add_argument("--metrics", default="fid,kid,is,pr", help="comma-separated: fid, kid, is, pr, bpd")
+    ev.add_argument("--ref", default=None, help="reference statistics .npz (keys mu, sigma; as pytorch-fid / "
+                                               "clean-fid write them, or `jaxscore fid-stats`)")
+    ev.add_argument("--data", default=None, help="reference images instead of --ref: 'train', 'test' (the run's "
+                                                "dataset) or an .npy/.npz file (default: the run's eval.fid_ref)")
+    ev.add_argument("--features", default=None, help="feature network: digits, mnist or inception "
+                                                    "(default: the run's eval.features)")
+    ev.add_argument("--inception-weights", default=None, help="converted FID Inception weights (.npz; see "
+                                                             "`jaxscore convert-inception`); default $JAXSCORE_INCEPTION_WEIGHTS")
+    ev.add_argument("--sampler", default=None, help="default: the run's sampling.sampler")
+    ev.add_argument("--steps", type=int, default=None, help="default: the run's sampling.steps")
+    ev.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE", help="sampler option (repeatable)")
+    ev.add_argument("--batch-size", type=int, default=500)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--bpd-num", type=int, default=256, help="test images for the bpd metric")
+    ev.add_argument("--guidance-scales", default=None, help="class-conditional runs: comma-separated scales; writes "
+                                                           "per-class accuracy of guided samples vs scale (guidance_accuracy.png)")
+    ev.add_argument("--out", default=None, help="JSON file (default WORKDIR/eval.json)")
+    ev.set_defaults(run=_eval)
+
+    fs = sub.add_parser("fid-stats", help="reference feature statistics of a dataset (.npz with mu, sigma, features)")
+    src = fs.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="config file: its dataset (path.py or path.py:arg)")
+    src.add_argument("--data", help="an .npy/.npz image file (uint8 [N, H, W, C])")
+    fs.add_argument("--split", default="train", help="with --config: train, test or all")
+    fs.add_argument("--features", required=True, help="digits, mnist or inception")
+    fs.add_argument("--inception-weights", default=None)
+    fs.add_argument("--num", type=int, default=None, help="first NUM images (default all)")
+    fs.add_argument("--batch-size", type=int, default=500)
+    fs.add_argument("--out", required=True)
+    fs.set_defaults(run=_fid_stats)
+
+    conv = sub.add_parser("convert-inception", help="convert pytorch-fid's Inception weights (.pth) to .npz (needs torch)")
+    conv.add_argument("--src", required=True, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID weights)")
+    conv.add_argument("--out", required=True, help="output .npz")
+    conv.set_defaults(run=_convert_inception)
     return parser
 
 
@@ -142,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, overrides)
     except ConfigError as e:
         print(f"jaxscore: config error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:  # bad input named by the library: one line, no traceback
+        print(f"jaxscore: {e}".replace("\n", " "), file=sys.stderr)
         return 2
 
 

@@ -108,21 +108,62 @@ def read_metrics(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def save_loss_curve(metrics_path: str, path: str, *, keys: Sequence[str] = ("loss", "eval_loss")) -> str:
-    """Plot the given keys of a metrics JSONL file against ``step`` (log-scaled y when positive)."""
+def save_metric_curve(metrics_path: str, path: str, keys: Sequence[str], *, ylabel: str, log: bool = False) -> str | None:
+    """Plot ``keys`` of a metrics JSONL file against ``step`` with markers (a single evaluation
+    shows as a point); returns ``None`` (no file) when no row has any of the keys."""
+    rows = read_metrics(metrics_path) if os.path.exists(metrics_path) else []
+    series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float)) and np.isfinite(r[k])]
+              for k in keys}
+    series = {k: pts for k, pts in series.items() if pts}
+    if not series:
+        return None
     plt = _plt()
-    rows = read_metrics(metrics_path)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key in keys:
-        pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None and np.isfinite(r[key])]
-        if pts:
-            steps, vals = zip(*pts)
-            ax.plot(steps, vals, label=key)
+    for key, pts in series.items():
+        steps, vals = zip(*pts)
+        ax.plot(steps, vals, marker="o" if len(pts) < 30 else None, label=key)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    if all(v > 0 for r in rows for k in keys if k in r and isinstance(r[k], (int, float)) for v in [r[k]]):
+    ax.set_ylabel(ylabel)
+    if log and all(v > 0 for pts in series.values() for _, v in pts):
         ax.set_yscale("log")
     ax.legend()
+    fig.tight_layout()
+    _ensure_dir(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_training_curves(metrics_path: str, workdir: str) -> list[str]:
+    """``loss.png`` (training and held-out loss) and, when the run measured sample quality,
+    ``fid.png`` (FID / KID over training) in ``workdir``; returns the paths written."""
+    written = [save_metric_curve(metrics_path, os.path.join(workdir, "loss.png"), ("loss", "eval/loss"),
+                                 ylabel="loss", log=True),
+               save_metric_curve(metrics_path, os.path.join(workdir, "fid.png"),
+                                 ("sample_quality/fid", "sample_quality/fid_floor"), ylabel="FID")]
+    return [p for p in written if p]
+
+
+def save_guidance_curves(by_scale: dict, path: str) -> str:
+    """Class-conditional sampling against the guidance scale: per-class accuracy of the samples
+    under the evaluation classifier (thin lines; mean bold) and, when measured, FID.
+    ``by_scale``: ``{scale (str or float): {"per_class_accuracy": [K], "fid"?: float}}``."""
+    plt = _plt()
+    scales = sorted(by_scale, key=float)
+    xs = [float(s) for s in scales]
+    acc = np.array([by_scale[s]["per_class_accuracy"] for s in scales])  # [S, K]
+    has_fid = all("fid" in by_scale[s] for s in scales)
+    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 5.5, 4), squeeze=False)
+    ax = axes[0, 0]
+    for k in range(acc.shape[1]):
+        ax.plot(xs, acc[:, k], color="0.6", lw=0.8, marker=".", label="per class" if k == 0 else None)
+        ax.annotate(str(k), (xs[-1], acc[-1, k]), fontsize=7, xytext=(3, 0), textcoords="offset points")
+    ax.plot(xs, acc.mean(1), color="C0", lw=2.5, marker="o", label="mean")
+    ax.set(xlabel="guidance scale", ylabel="classified as its label", ylim=(-0.02, 1.02))
+    ax.legend(loc="lower right")
+    if has_fid:
+        axes[0, 1].plot(xs, [by_scale[s]["fid"] for s in scales], color="C1", marker="o")
+        axes[0, 1].set(xlabel="guidance scale", ylabel="FID")
     fig.tight_layout()
     _ensure_dir(path)
     fig.savefig(path, dpi=110)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxscore import cli, experiment
+from jaxscore import cli, commands, experiment
 from jaxscore.data.toy import ring_mixture
 from jaxscore.likelihood import log_likelihood
 from short_runs import DIGITS, N_ITERS, SHORT_DIGITS_COND, SHORT_TOY2D, TOY2D
@@ -41,7 +41,7 @@ def check_train_applies_overrides(toy_workdir):
     assert saved["data"]["name"] == "ring"  # from the file
     assert sorted(os.listdir(os.path.join(toy_workdir, "checkpoints"))) == [str(N_ITERS)]
     with pytest.raises(ValueError, match="unconditional"):
-        experiment.sample_from_workdir(toy_workdir, sampler="ddim", steps=2, num=2, out="unused.npz", label=1)
+        commands.sample_from_workdir(toy_workdir, sampler="ddim", steps=2, num=2, out="unused.npz", label=1)
 
 
 def test_train_unknown_key_or_bad_type_is_a_clear_error(tmp_path, capsys):
@@ -150,7 +150,7 @@ def test_class_conditional_digits_train_and_guided_sample(tmp_path, capsys):
     assert got["samples"].shape == (25, 8, 8, 1) and np.all(np.isfinite(got["samples"]))
     np.testing.assert_array_equal(got["labels"], np.arange(25) % 10)
     with pytest.raises(ValueError, match=r"label: expected a class in \[0, 10\)"):
-        experiment.sample_from_workdir(wd, sampler="dpmpp_2m", steps=2, num=2, out=out, label=10)
+        commands.sample_from_workdir(wd, sampler="dpmpp_2m", steps=2, num=2, out=out, label=10)
 
 
 @pytest.mark.slow

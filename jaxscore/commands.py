@@ -1,0 +1,232 @@
+"""Back-ends of the ``jaxscore`` commands that read a run directory: ``sample``, ``likelihood``,
+``eval`` and ``fid-stats`` (the CLI parses arguments and calls these; notebooks may too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxscore import viz
+from jaxscore.data import images as image_data
+from jaxscore.experiment import (class_score_fn, is_conditional, load_data, load_for_inference, load_run,
+                                 model_score_fn)
+from jaxscore.samplers import sample_in_batches
+
+
+def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out: str,
+                        batch_size: int = 1024, seed: int = 0, progress: bool = True, label: int | None = None,
+                        guidance_scale: float | None = None, **options) -> str:
+    """Sample ``num`` examples with the EMA parameters; write ``out`` (npz, key ``samples``) and a PNG beside it.
+
+    ``options`` go to the sampler (e.g. ``snr=0.16`` for ``pc``, ``eta=1.0`` for ``ddim``).
+    Class-conditional models (``model.num_classes = K``): sample ``i`` gets class ``label``, or
+    ``i % K`` when ``label`` is None (the batch size is then rounded down to a multiple of K, so the
+    pattern holds across batches; the npz also holds ``labels``); ``guidance_scale`` (default the
+    config's ``sampling.guidance_scale``) is the classifier-free scale.
+    """
+    config, model, params, sde, shape, step = load_run(workdir)
+    batch = min(batch_size, num)
+    extra = {}
+    if is_conditional(config):
+        k = int(config.model.num_classes)
+        if label is not None and not 0 <= int(label) < k:
+            raise ValueError(f"label: expected a class in [0, {k}), got {label}.")
+        if label is None and batch > k:
+            batch -= batch % k
+        labels = jnp.full((batch,), int(label), jnp.int32) if label is not None else jnp.arange(batch, dtype=jnp.int32) % k
+        scale = config.sampling.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale
+        score_fn = class_score_fn(config, model, params, sde, labels, scale)
+        extra["labels"] = np.full(num, label, np.int32) if label is not None else (np.arange(num) % k).astype(np.int32)
+    else:
+        if label is not None or guidance_scale is not None:
+            raise ValueError(f"label / guidance_scale: the model in {workdir!r} is unconditional (config.model.num_classes unset).")
+        score_fn = model_score_fn(config, model, params, sde)
+    if is_conditional(config):
+        options["devices"] = 1  # the labels are per row of a whole batch
+    samples = np.asarray(sample_in_batches(jax.random.key(seed), score_fn, sde, (batch, *shape), num, sampler, steps,
+                                           progress=progress, **options))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.savez(out, samples=samples, step=step, **extra)
+    png = os.path.splitext(out)[0] + ".png"
+    if len(shape) == 3:
+        viz.save_image_grid(np.clip(samples[:256], -1, 1), png)
+    else:
+        reference = load_data(config)["test"]["x"]
+        viz.save_scatter(samples, reference, png, title=f"{sampler}, {steps} steps")
+    return out
+
+
+def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int = 256, divergence: str = "exact",
+                            batch_size: int = 128, seed: int = 0, progress: bool = True, **likelihood_kwargs) -> dict:
+    """Mean negative log-likelihood (nats per example) and, for images, dequantised bits/dim.
+
+    ``data``: ``"train"``/``"test"`` (the run's dataset) or an ``.npy``/``.npz`` file. Batch ``j``
+    (rows ``[j*batch_size, ...)``) uses key ``fold_in(key(seed), j*batch_size)``. A tqdm bar
+    over batches when ``progress``. ``likelihood_kwargs`` (``rtol``, ``solver``...) go to
+    :func:`jaxscore.likelihood.log_likelihood`."""
+    from jaxscore.likelihood import bits_per_dim, log_likelihood
+
+    config, score_fn, sde, shape, step = load_for_inference(workdir)
+    dataset = load_data(config)
+    split = data or "test"
+    if split in ("train", "test"):
+        ds = dataset[split]
+    else:
+        ds = image_data.load_array_file(split) if dataset["image"] else {"x": np.load(split, allow_pickle=False)}
+    key = jax.random.key(seed)
+    nll, bpd = [], []
+    arr = ds["images"] if dataset["image"] else ds["x"]
+    arr = arr[:num]
+    starts = range(0, len(arr), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="likelihood", unit="batch", dynamic_ncols=True)
+    for i in starts:
+        chunk = arr[i:i + batch_size]
+        k = jax.random.fold_in(key, i)
+        if dataset["image"]:
+            b, info = bits_per_dim(k, score_fn, sde, chunk, divergence=divergence, return_info=True,
+                                   **likelihood_kwargs)
+            bpd.append(np.asarray(b))
+            nll.append(-np.asarray(info["log_likelihood"]) if "log_likelihood" in info else np.asarray(b) * np.log(2) * np.prod(shape))
+        else:
+            nll.append(-np.asarray(log_likelihood(k, score_fn, sde, jnp.asarray(chunk), divergence=divergence,
+                                                  **likelihood_kwargs)))
+    result = {"step": step, "num": int(len(arr)), "nll_nats": float(np.mean(np.concatenate(nll)))}
+    if bpd:
+        result["bits_per_dim"] = float(np.mean(np.concatenate(bpd)))
+    return result
+
+
+# --- sample quality -------------------------------------------------------------------------
+
+def _reference_stats(config, extractor, *, ref: str | None, data: str | None, batch_size: int, progress: bool):
+    """Reference statistics: a ``.npz`` file (``mu``, ``sigma``, optional ``features``) or the
+    images of a split of the run's dataset / an image file (``eval.fid_ref`` by default)."""
+    from jaxscore.evaluation.stats import load_stats
+    from jaxscore.evaluation.streaming import stats_of_images
+
+    if ref is not None:
+        return load_stats(ref)
+    split = data or str(config.eval.fid_ref)
+    images = load_data(config)[split]["images"] if split in ("train", "test") else image_data.load_array_file(split)["images"]
+    return stats_of_images(images, extractor, batch_size=batch_size, progress=progress, desc=f"reference features ({split})")
+
+
+def _conditional_sampling(config, model, params, sde, scale: float, batch: int):
+    """``(score_fn, batch, options)`` drawing class ``i % K`` for example ``i`` with CFG ``scale``."""
+    k = int(config.model.num_classes)
+    batch = max(batch - batch % k, k)
+    labels = jnp.arange(batch, dtype=jnp.int32) % k
+    return class_score_fn(config, model, params, sde, labels, scale), batch, {"devices": 1}
+
+
+def per_class_accuracy(logits: np.ndarray, num_classes: int) -> np.ndarray:
+    """``[K]``: for rows ``i`` of class ``i % K``, the fraction whose argmax logit is that class."""
+    predicted = np.argmax(logits, axis=-1)
+    labels = np.arange(len(predicted)) % num_classes
+    return np.array([np.mean(predicted[labels == c] == c) for c in range(num_classes)])
+
+
+def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "kid", "is", "pr"), ref: str | None = None,
+                     data: str | None = None, features: str | None = None, inception_weights: str | None = None,
+                     sampler: str | None = None, steps: int | None = None, options: dict | None = None,
+                     batch_size: int = 500, seed: int = 0, bpd_num: int = 256, guidance_scales=None,
+                     out: str | None = None, progress: bool = True) -> dict:
+    """Sample quality of the run in ``workdir`` (EMA parameters of the latest checkpoint).
+
+    Draws ``num`` samples (default ``eval.fid_num``) with ``sampler`` / ``steps`` (default the run's
+    ``sampling`` section), streams them through the ``features`` network (default
+    ``eval.features``) and compares with ``ref`` (a stats ``.npz``) or the images of ``data``
+    (``train`` / ``test`` / an image file; default ``eval.fid_ref``). ``metrics`` ⊆ {fid, kid, is,
+    pr, bpd} (bpd: bits/dim of ``bpd_num`` test images, Hutchinson divergence). Class-conditional
+    runs draw class ``i % K`` for example ``i`` and add ``class_accuracy``; with ``guidance_scales``
+    the FID and per-class accuracy at each scale go to ``guidance_accuracy.png``.
+
+    Writes ``out`` (default ``WORKDIR/eval.json``) and appends one row to ``metrics.jsonl`` (keys
+    ``evaluate/*`` at the checkpoint's step); returns the result dict."""
+    from jaxscore.evaluation.extractors import build_extractor
+    from jaxscore.evaluation.streaming import sample_quality, stats_of_samples
+    from jaxscore.train import maybe_initialize_distributed
+
+    config, model, params, sde, shape, step = load_run(workdir)
+    maybe_initialize_distributed(config)
+    metrics = tuple(metrics)
+    quality = tuple(m for m in metrics if m != "bpd")
+    num = int(num or config.eval.fid_num)
+    sampler, steps = sampler or config.sampling.sampler, steps or config.sampling.steps
+    extractor = build_extractor(features or str(config.eval.features), inception_weights=inception_weights,
+                                mnist_path=config.data.get("path"))
+    reference = _reference_stats(config, extractor, ref=ref, data=data, batch_size=batch_size, progress=progress)
+
+    def measure(scale):
+        score_fn, batch, opts = model_score_fn(config, model, params, sde), min(batch_size, num), {}
+        if is_conditional(config):
+            score_fn, batch, opts = _conditional_sampling(config, model, params, sde, scale, batch)
+        stats = stats_of_samples(jax.random.key(seed), score_fn, sde, shape, num, extractor, sampler=sampler,
+                                 steps=steps, batch_size=batch, progress=progress, **opts, **(options or {}))
+        res = sample_quality(stats, reference, [m for m in quality if m != "is" or stats.kept_logits is not None])
+        if is_conditional(config) and stats.kept_logits is not None:
+            res["per_class_accuracy"] = per_class_accuracy(stats.kept_logits, int(config.model.num_classes)).tolist()
+            res["class_accuracy"] = float(np.mean(res["per_class_accuracy"]))
+        return res
+
+    result = {"step": int(step), "num": num, "sampler": sampler, "steps": int(steps),
+              "features": features or str(config.eval.features)}
+    if quality:
+        result.update(measure(config.sampling.get("guidance_scale", 1.0)))
+    if "bpd" in metrics:
+        lik = likelihood_from_workdir(workdir, data="test", num=bpd_num, divergence="hutchinson", progress=progress)
+        result["bits_per_dim"] = lik.get("bits_per_dim", lik["nll_nats"])
+    if guidance_scales:
+        if not is_conditional(config):
+            raise ValueError(f"guidance_scales: the model in {workdir!r} is unconditional (config.model.num_classes unset).")
+        result["guidance"] = {str(float(s)): measure(float(s)) for s in guidance_scales}
+    if jax.process_index() == 0:
+        _write_eval(workdir, result, out)
+    return result
+
+
+def _write_eval(workdir: str, result: dict, out: str | None) -> None:
+    out = out or os.path.join(workdir, "eval.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    scalars = {f"evaluate/{k}": v for k, v in result.items() if isinstance(v, (int, float)) and k != "step"}
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"step": result["step"], **scalars}) + "\n")
+    if "guidance" in result:
+        viz.save_guidance_curves(result["guidance"], os.path.join(workdir, "guidance_accuracy.png"))
+
+
+def fid_stats(out: str, *, features: str, config=None, split: str = "train", data: str | None = None,
+              inception_weights: str | None = None, num: int | None = None, batch_size: int = 500,
+              keep: int = 10_000, progress: bool = True) -> dict:
+    """Reference statistics of a dataset under ``features``: the images of ``config``'s dataset
+    (``split``) or of the image file ``data`` (first ``num``). Writes ``out`` (.npz: ``mu``,
+    ``sigma`` as pytorch-fid / clean-fid, plus ``count`` and the first ``keep`` feature rows
+    ``features`` for KID and precision/recall); returns ``{"count", "feature_dim", "out"}``."""
+    from jaxscore.evaluation.extractors import build_extractor
+    from jaxscore.evaluation.stats import save_stats
+    from jaxscore.evaluation.streaming import stats_of_images
+
+    if (config is None) == (data is None):
+        raise ValueError("fid_stats: expected exactly one of config (its dataset) or data (an image file).")
+    if config is not None:
+        images = load_data(config)[split]["images"] if split != "all" else np.concatenate(
+            [load_data(config)[s]["images"] for s in ("train", "test")])
+    else:
+        images = image_data.load_array_file(data)["images"]
+    images = images[: num or len(images)]
+    extractor = build_extractor(features, inception_weights=inception_weights,
+                                mnist_path=None if config is None else config.data.get("path"))
+    stats = stats_of_images(images, extractor, batch_size=batch_size, keep=keep, progress=progress)
+    if jax.process_index() == 0:
+        save_stats(out, stats, features=stats.kept_features)
+    return {"count": stats.count, "feature_dim": stats.feature_dim, "out": out}

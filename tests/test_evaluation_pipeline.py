@@ -1,0 +1,119 @@
+"""Streaming evaluation: statistics of generated samples and of datasets equal the one-shot ones,
+whatever the batch size, the devices (8 fake CPU devices) or the number of processes.
+
+The data are 4×4 "images" drawn from N(0, s² I) under the VP SDE, whose score is exact at
+every t: s_t(x) = -x / (α_t² s² + σ_t²). The extractor is a fixed random feature map with logits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxscore.evaluation.stats import FeatureStats, fid_from_stats
+from jaxscore.evaluation.streaming import sample_quality, stats_of_images, stats_of_samples
+from jaxscore.samplers import sample
+from jaxscore.sde import VPSDE
+
+import eval_worker
+
+SDE = VPSDE()
+SHAPE = eval_worker.SHAPE
+KEY = jax.random.key(3)
+
+
+def quantised(x):
+    return np.clip(np.round((np.asarray(x, np.float64) + 1) * 127.5), 0, 255) / 127.5 - 1
+
+
+def one_shot(extractor, x):
+    feats, logits = jax.jit(extractor)(jnp.asarray(x, jnp.float32))
+    return np.asarray(feats, np.float64), np.asarray(logits)
+
+
+def test_stats_of_samples_equal_one_shot_statistics():
+    extractor, score = eval_worker.extractor(), eval_worker.gaussian_score(SDE)
+    num, keep = 37, 20  # a multiple of neither the batch (12) nor the 8 devices
+    stats = stats_of_samples(KEY, score, SDE, SHAPE, num, extractor, sampler="dpmpp_2m", steps=4, batch_size=12,
+                             keep=keep)
+    x = sample(KEY, score, SDE, (num, *SHAPE), "dpmpp_2m", steps=4)
+    feats, logits = one_shot(extractor, quantised(x))
+    assert stats.count == num
+    # float32 round-off of the feature map at another batch size; the moments themselves are float64
+    np.testing.assert_allclose(stats.mu, feats.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.sigma, np.cov(feats, rowvar=False), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stats.kept_features, feats[:keep], rtol=1e-5, atol=1e-6)  # first rows by index
+    np.testing.assert_allclose(stats.kept_logits, logits[:keep], rtol=1e-5, atol=1e-6)
+
+
+def test_statistics_do_not_depend_on_devices_or_batch_size():
+    extractor, score = eval_worker.extractor(), eval_worker.gaussian_score(SDE)
+    run = lambda batch, devices: stats_of_samples(KEY, score, SDE, SHAPE, 30, extractor, sampler="euler_maruyama",  # noqa: E731
+                                                  steps=3, batch_size=batch, keep=30, devices=devices)
+    a, b = run(30, 1), run(8, None)  # one device, one batch vs 8 devices, 4 batches
+    np.testing.assert_allclose(a.kept_features, b.kept_features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.sigma, b.sigma, rtol=1e-4, atol=1e-7)
+    assert abs(fid_from_stats(a, b)) < 1e-6  # same samples: FID 0
+
+
+def test_stats_of_uint8_images_equal_one_shot():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(53, *SHAPE), dtype=np.uint8)
+    extractor = eval_worker.extractor()
+    stats = stats_of_images(images, extractor, batch_size=16, keep=53)
+    feats, _ = one_shot(extractor, images.astype(np.float32) / 127.5 - 1)
+    np.testing.assert_allclose(stats.mu, feats.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.sigma, np.cov(feats, rowvar=False), rtol=1e-4, atol=1e-7)
+
+
+def test_sample_quality_identical_sets_and_a_shifted_one():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(400, 6))
+    make = lambda f: FeatureStats.create(6, keep=400).update(f)  # noqa: E731
+    same = sample_quality(make(real), make(real), ("fid", "kid", "pr"))
+    assert abs(same["fid"]) < 1e-9 and same["precision"] == 1.0 and same["recall"] == 1.0
+    shifted = sample_quality(make(real + 3.0), make(real), ("fid", "kid", "pr"))
+    assert shifted["fid"] == pytest.approx(9.0 * 6, rel=0.05)  # |Δμ|² = 6·3², same covariance
+    assert shifted["kid"] > 10 * shifted["kid_std_err"] and shifted["precision"] < 0.05
+    with pytest.raises(ValueError, match="no feature rows"):  # a pytorch-fid file has only mu, sigma
+        sample_quality(make(real), {"mu": real.mean(0), "sigma": np.cov(real, rowvar=False)}, ("fid", "kid"))
+    with pytest.raises(ValueError, match="unknown"):
+        sample_quality(make(real), make(real), ("fid", "fdi"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_statistics_and_fid_of_one(tmp_path):
+    """2 processes on loopback (2 fake devices each) sample their own indices; the gathered
+    statistics equal a one-process run's: moments to float64 round-off, kept rows exactly."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XLA_FLAGS")}
+    procs = [subprocess.Popen([sys.executable, eval_worker.__file__, "--out", str(tmp_path), "--process_id", str(i),
+                               "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    results = [json.loads(line[len("RESULT "):]) for out, _ in outs for line in out.splitlines() if line.startswith("RESULT ")]
+    assert len(results) == 2 and results[0] == results[1]  # every process holds the merged result
+    with np.load(tmp_path / "process_0.npz") as f:
+        multi = FeatureStats.from_arrays(dict(f))
+    single = eval_worker.statistics(devices=None)
+    assert multi.count == single.count == eval_worker.NUM
+    np.testing.assert_allclose(multi.mu, single.mu, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(multi.sigma, single.sigma, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(multi.kept_features, single.kept_features, rtol=1e-5, atol=1e-6)  # in index order
+    assert results[0]["fid"] == pytest.approx(fid_from_stats(single, eval_worker.reference()), rel=1e-5, abs=1e-8)
