@@ -13,6 +13,7 @@ import subprocess
 import sys
 import warnings
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,6 +54,7 @@ TX = make_optimizer(train_worker.make_config())
 
 
 def tree_equal(a, b) -> bool:
+    """Bit-for-bit equality as a bool (for "differs" checks; equalities use chex.assert_trees_all_equal)."""
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
@@ -176,7 +178,7 @@ def test_multi_step_equals_repeated_train_step(state0):
     for i in range(4):
         s, _ = par.step(s, par.put_batches(stacked_batches(i, 1)))
     sk, mk = par.step(par.put_state(state), par.put_batches(stacked_batches(0, 4)))
-    assert mk["loss"].shape == (4,)
+    chex.assert_shape(mk["loss"], (4,))
     # a scan body vs top-level ops: XLA may fuse differently -> a few ulps at most
     assert max_rel_err(sk.params, s.params) < 1e-6
     assert int(sk.step) == 4
@@ -192,9 +194,8 @@ def test_nonfinite_step_is_skipped(state0):
     s2, m2 = par.step(par.put_state(s1), par.put_batches(bad))
     assert int(m2["skipped"][0]) == 1 and not np.isfinite(float(m2["loss"][0]))
     assert int(s2.step) == int(s1.step) + 1
-    assert tree_equal(s2.params, s1.params)
-    assert tree_equal(s2.ema_params, s1.ema_params)
-    assert tree_equal(s2.opt_state, s1.opt_state)
+    chex.assert_trees_all_equal((s2.params, s2.ema_params, s2.opt_state), (s1.params, s1.ema_params, s1.opt_state),
+                                strict=True)
     s2 = jax.tree.map(np.asarray, s2)
     s3, m3 = par.step(par.put_state(s2), par.put_batches(stacked_batches(2, 1)))
     assert int(m3["skipped"][0]) == 0 and not tree_equal(s3.params, s2.params)
@@ -326,6 +327,62 @@ def test_batch_size_must_divide_devices(state0):
         make_parallel("dp", loss_fn=_det_loss, tx=tx, ema_rate=0.9)
 
 
+@pytest.mark.parametrize("mode", ["single", "pmap", "sharded"])
+def test_mode_placement_round_trips_bit_for_bit(state0, mode):
+    """put_state -> to_checkpoint (the saved form) -> from_checkpoint -> unreplicate gives the host
+    state back exactly in every mode, and the saved form is unreplicated (same shapes as the host
+    state), which is what lets a checkpoint written in one mode restore in another."""
+    from jaxscore.train import Parallel
+
+    state, tx = state0
+    par = make_parallel(mode, loss_fn=_det_loss, tx=tx, ema_rate=0.9)
+    assert isinstance(par, Parallel) and par.name == mode
+    host = jax.tree.map(np.asarray, state)
+    saved = par.to_checkpoint(par.put_state(host))
+    chex.assert_trees_all_equal_shapes(saved, host)
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, saved), host, strict=True)
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, par.unreplicate(par.from_checkpoint(saved))), host,
+                                strict=True)
+    with pytest.raises(ValueError, match=r"\[K, B, \.\.\.\]"):
+        par.put_batches({"x": np.zeros((16,), np.float32)})  # one [B] batch, not [K, B]
+
+
+@pytest.mark.parametrize("n_iters,k,ckpt_every,hook_every", [(23, 4, 5, 0), (23, 4, 5, 3), (10, 1, 7, 4), (17, 50, 6, 0)])
+def test_schedule_cuts_calls_at_checkpoint_and_hook_steps(n_iters, k, ckpt_every, hook_every):
+    """Calls tile [start, n_iters) with at most K steps each and end at every checkpoint and hook
+    step (brute force: walk step by step, end a call at a boundary or after K steps)."""
+    from jaxscore.train.loop import _normalize_hooks, _Schedule
+    from jaxscore.train.settings import LoopSettings
+
+    settings = LoopSettings.from_config({"training": {"n_iters": n_iters, "steps_per_call": k,
+                                                      "checkpoint_every": ckpt_every, "eval_every": 0}})
+    schedule = _Schedule(settings, _normalize_hooks([Hook(fn=lambda st, s: None, every=hook_every)], 0))
+    for start in (0, 2, 5):
+        expect, first = [], start
+        for step in range(start + 1, n_iters + 1):
+            boundary = step % ckpt_every == 0 or (hook_every and step % hook_every == 0) or step == n_iters
+            if boundary or step - first == k:
+                expect.append((first, step - first))
+                first = step
+        assert list(schedule.calls(start)) == expect
+
+
+def test_next_call_batches_are_built_before_the_current_call_is_read(tmp_path):
+    """Prefetch order: batch_fn for the call starting at step s runs right after the call ending at
+    s is dispatched, before its metrics are fetched, its checkpoint issued and its hooks run; and
+    no batch past n_iters is built."""
+    events = []
+
+    def batch_fn(step):
+        events.append(("batch", step))
+        return BATCH_FN(step)
+
+    hook = Hook(fn=lambda st, s: events.append(("hook", s)), every=2, at_end=False)
+    _train(tmp_path, batch_fn=batch_fn, eval_fns=[hook], n_iters=6, steps_per_call=2, checkpoint_every=100)
+    assert events == [("batch", 0), ("batch", 1), ("batch", 2), ("batch", 3), ("hook", 2),
+                      ("batch", 4), ("batch", 5), ("hook", 4), ("hook", 6)]
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -346,9 +403,10 @@ def test_checkpoint_retention_and_exact_roundtrip(tmp_path):
     assert ck.all_steps() == [4, 8, 10]  # last 2 of {2,4,6,8,10} + multiples of 4
     abstract = jax.eval_shape(lambda: states[10])
     got, meta = ck.restore_latest(abstract)
-    assert tree_equal(got, states[10]) and meta["data_position"] == 10 and meta["config"] == {"x": 1}
+    chex.assert_trees_all_equal(got, states[10], strict=True)
+    assert meta["data_position"] == 10 and meta["config"] == {"x": 1}
     got4, _ = ck.restore(4, abstract)
-    assert tree_equal(got4, states[4])
+    chex.assert_trees_all_equal(got4, states[4], strict=True)
     ck.close()
 
 
@@ -430,7 +488,8 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, corrupt):
     abstract = jax.eval_shape(lambda: _small_state(0.0))
     with pytest.warns(CheckpointFallbackWarning, match="step 3"):
         got, meta = ck.restore_latest(abstract)
-    assert meta["step"] == 2 and tree_equal(got, _small_state(2.0).replace(step=jnp.int32(2)))
+    assert meta["step"] == 2
+    chex.assert_trees_all_equal(got, _small_state(2.0).replace(step=jnp.int32(2)), strict=True)
     assert ck.all_steps() == [1, 2]  # step 3 moved aside, so it can be re-saved
     assert os.listdir(os.path.join(tmp_path, "corrupt_checkpoints"))[0].startswith("3-")
     ck.save(3, _small_state(3.0))
@@ -516,10 +575,11 @@ def test_loop_logs_hooks_and_checkpoints(reference_run):
 def test_restore_params_for_inference(reference_run):
     wd, res, _ = reference_run
     ema, step = restore_params(wd, INIT_FN)
-    assert step == 12 and tree_equal(ema, res.state.ema_params)
+    assert step == 12
+    chex.assert_trees_all_equal(ema, res.state.ema_params, strict=True)
     assert jax.tree.structure(ema) == jax.tree.structure(res.state.ema_params)
     params, _ = restore_params(wd, which="params")  # no init_fn: structure from the metadata
-    assert tree_equal(params, res.state.params)
+    chex.assert_trees_all_equal(params, res.state.params, strict=True)
     params10, step10 = restore_params(wd, which="params", step=10)
     assert step10 == 10 and not tree_equal(params10, res.state.params)
     with pytest.raises(CheckpointStructureError, match="do not match"):
@@ -542,8 +602,7 @@ def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, reference_run):
         _train(tmp_path, batch_fn=dying, n_iters=12)
     res = _train(tmp_path, n_iters=12)
     assert res.resumed_from == 5 and res.step == 12
-    assert tree_equal(res.state.params, ref.state.params)
-    assert tree_equal(res.state.ema_params, ref.state.ema_params)
+    chex.assert_trees_all_equal(res.state, ref.state, strict=True)  # params, EMA, optimizer state, key, step
     steps = [r["step"] for r in read_metrics(os.path.join(tmp_path, "metrics.jsonl"))]
     assert steps == sorted(set(steps))  # the redone steps were not logged twice
 
@@ -673,7 +732,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
     r = _result(resumed)
     assert r["step"] == 20 and r["resumed_from"] in (5, 10)
     a, b = _params_npz(ref_dir), _params_npz(run_dir)
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    chex.assert_trees_all_equal(a, b, strict=True)
 
 
 @pytest.mark.slow

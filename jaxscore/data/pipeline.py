@@ -88,7 +88,8 @@ def dequantize_images(images: np.ndarray, u: np.ndarray) -> np.ndarray:
     r"""Uniform dequantisation: :math:`x = 2\,(k + u)/256 - 1`, float32, for ``u`` in ``[0, 1)``.
 
     ``u`` must be a multiple of :math:`2^{-16}` (as :func:`batch_at_step` draws it) for the
-    result to be exact in float32; then :math:`x \in [k/128 - 1, (k+1)/128 - 1)` strictly.
+    result to be exact in float32 (:math:`k + u` has at most 24 significant bits, and scaling by
+    :math:`2^{-7}` and subtracting 1 are exact); then :math:`x \in [k/128 - 1, (k+1)/128 - 1)` strictly.
     """
     _check_uint8(images)
     return (images.astype(np.float32) + u.astype(np.float32)) * np.float32(1.0 / 128.0) - np.float32(1.0)
@@ -237,9 +238,7 @@ def batch_at_step(
     if dequantize:
         d = int(np.prod(x.shape[1:]))
         u16 = _philox_u16(int(seed), int(step), _DEQUANT, row0 * d, per_host * d).reshape(x.shape)
-        # 2 (k + u/2^16) / 256 - 1 = (k * 2^16 + u) * 2^-23 - 1, exact in float32 (k*2^16+u < 2^24)
-        fixed = (x.astype(np.uint32) << np.uint32(16)) | u16
-        out = fixed.astype(np.float32) * np.float32(2.0**-23) - np.float32(1.0)
+        out = dequantize_images(x, u16.astype(np.float32) * np.float32(2.0**-16))  # exact: u is a multiple of 2^-16
     else:
         out = scale_images(x)
     batch = {"images": out}
