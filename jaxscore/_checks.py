@@ -59,13 +59,6 @@ def check_time_range(t, t_lo: float, t_hi: float, *, name: str = "t") -> None:
         )
 
 
-def check_same_shape(name_a: str, a, name_b: str, b) -> None:
-    if jnp.shape(a) != jnp.shape(b):
-        raise ValueError(
-            f"{name_a} and {name_b} must have the same shape, got {tuple(jnp.shape(a))} and {tuple(jnp.shape(b))}."
-        )
-
-
 def broadcast_to_data(coef: jax.Array, x: jax.Array) -> jax.Array:
     """Reshape a per-example coefficient ``[B]`` so it broadcasts against ``x: [B, *D]``."""
     coef = jnp.asarray(coef)

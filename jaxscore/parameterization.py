@@ -65,17 +65,6 @@ def output_to_score(output: jax.Array, x: jax.Array, t: jax.Array, sde, paramete
     raise ValueError(f"parameterization: expected one of {PARAMETERIZATIONS}, got {parameterization!r}.")
 
 
-def score_to_x0(score: jax.Array, x: jax.Array, t: jax.Array, sde) -> jax.Array:
-    r"""Tweedie's denoiser :math:`\hat x_0 = (x + \sigma_t^2 s)/\alpha_t`."""
-    return sde.denoise(x, score, t)
-
-
-def score_to_eps(score: jax.Array, x: jax.Array, t: jax.Array, sde) -> jax.Array:
-    r""":math:`\hat\varepsilon = -\sigma_t s`."""
-    _, sigma = sde.marginal_coefs(t)
-    return -broadcast_to_data(sigma, x) * score
-
-
 def make_score_fn(
     apply: ApplyFn,
     params: Any,

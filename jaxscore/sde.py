@@ -1,4 +1,4 @@
-r"""Forward SDEs as immutable pytrees: VE, VP and sub-VP (Song et al., 2021).
+r"""Forward SDEs as immutable pytrees (equinox modules): VE, VP and sub-VP (Song et al., 2021).
 
 All three are *linear* SDEs with state-independent diffusion,
 
@@ -11,6 +11,14 @@ methods of :class:`LinearSDE`: ``marginal_coefs`` (alpha_t, sigma_t), ``drift``,
 ``log_snr`` / ``t_from_log_snr`` (for solver time grids) and the prior.
 Samplers never branch on the SDE class: they ask the SDE.
 
+The classes follow equinox's abstract/final pattern: :class:`LinearSDE` is abstract (abstract
+methods and attributes, the derived methods written once on top of them); :class:`VESDE`,
+:class:`VPSDE` and :class:`SubVPSDE` are final and hold all their fields. The schedule parameters
+(``sigma_min``/``sigma_max``, ``beta_min``/``beta_max``) are the pytree leaves, so an SDE passes
+through ``jax.jit`` and ``jax.vmap`` (a batch of SDEs is one SDE with batched parameters);
+``T`` and ``t_min`` are static. Parameters are validated once, when an SDE is constructed
+(``__check_init__``; values that are traced at that moment are not checked).
+
 Shapes: ``x`` is ``[B, *D]``; ``t`` is ``[B]`` (a scalar is broadcast).
 Time runs in ``[0, T]``; ``t_min`` is the default smallest time used by samplers
 and losses (score_sde: 1e-5 for VE, 1e-3 for VP / sub-VP).
@@ -20,12 +28,13 @@ sigma_min)^t`` exactly as in score_sde, i.e. ``p_0`` is the data smoothed by
 ``sigma_min``. Transitions between two times (``transition_coefs``) are exact for the SDE.
 """
 
-from __future__ import annotations
-
+import abc
+import dataclasses
 import math
-from typing import Callable
+from typing import Callable, final
 
-import flax.struct
+import equinox as eqx
+from equinox import AbstractVar
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,39 +44,74 @@ from jaxscore._checks import broadcast_to_data, check_batch, check_time_range, i
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _require(cond: bool, message: str) -> None:
+def _require(cond, message: str) -> None:
     if not cond:
         raise ValueError(message)
 
 
-class LinearSDE:
-    r"""Methods shared by every linear SDE :math:`dx = f(t) x\,dt + g(t)\,dW`.
+def _concrete_values(*values) -> list[np.ndarray] | None:
+    """The values as numpy arrays, or None if any is a tracer (an SDE constructed inside
+    ``jit``/``vmap`` from traced parameters: its values are unknown, so not checked)."""
+    if not all(is_concrete(v) for v in values):
+        return None
+    return [np.asarray(v) for v in values]
 
-    Subclasses provide ``drift_coef(t)`` (f(t)), ``diffusion(t)`` (g(t)),
-    ``marginal_coefs(t)`` (alpha_t, sigma_t), ``t_from_log_snr`` and ``prior_std``.
+
+class LinearSDE(eqx.Module):
+    r"""A linear SDE :math:`dx = f(t) x\,dt + g(t)\,dW` on :math:`t\in[0, T]` (abstract).
+
+    A concrete SDE defines the attributes ``T``, ``t_min`` (static) and ``prior_std``, and the
+    methods ``drift_coef`` (f(t)), ``diffusion`` (g(t)), ``marginal_coefs`` (alpha_t, sigma_t),
+    ``log_snr`` and its inverse ``t_from_log_snr``. Everything else (drift, transitions, prior,
+    reverse and probability-flow drifts, Tweedie denoising) is derived here, once.
+
+    A new SDE is a final subclass holding all its fields, e.g.::
+
+        class MySDE(LinearSDE):
+            c: float = 2.0                                   # a parameter: a pytree leaf
+            T: float = eqx.field(static=True, default=1.0)
+            t_min: float = eqx.field(static=True, default=1e-3)
+            ...                                              # prior_std and the abstract methods
+
+    Validation lives in ``__check_init__`` (equinox runs every class's one after construction,
+    never on unflattening); this class checks ``T`` and ``t_min``.
     """
 
-    T: float
-    t_min: float
+    T: AbstractVar[float]
+    t_min: AbstractVar[float]
+    prior_std: AbstractVar[float]  # std of the prior p_T = N(0, prior_std^2 I)
 
-    # --- per-SDE pieces (overridden) -------------------------------------------------
-    def drift_coef(self, t: jax.Array) -> jax.Array:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __check_init__(self):
+        name = type(self).__name__
+        _require(math.isfinite(self.T) and self.T > 0, f"{name}: T must be finite and > 0, got {self.T}.")
+        _require(0 <= self.t_min < self.T, f"{name}: expected 0 <= t_min < T, got t_min={self.t_min}.")
 
-    def diffusion(self, t: jax.Array) -> jax.Array:  # pragma: no cover - abstract
-        raise NotImplementedError
+    # --- per-SDE pieces -----------------------------------------------------------------
+    @abc.abstractmethod
+    def drift_coef(self, t: jax.Array) -> jax.Array:
+        """f(t): same shape as ``t``."""
 
-    def marginal_coefs(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def diffusion(self, t: jax.Array) -> jax.Array:
+        """g(t): same shape as ``t``."""
 
-    def t_from_log_snr(self, log_snr: jax.Array) -> jax.Array:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def marginal_coefs(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        r"""(:math:`\alpha_t`, :math:`\sigma_t`) of the kernel :math:`x_t|x_0 \sim N(\alpha_t x_0, \sigma_t^2 I)`."""
 
-    @property
-    def prior_std(self) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def log_snr(self, t: jax.Array) -> jax.Array:
+        r""":math:`\lambda_t = \log(\alpha_t^2 / \sigma_t^2)`, decreasing in t."""
+
+    @abc.abstractmethod
+    def t_from_log_snr(self, log_snr: jax.Array) -> jax.Array:
+        """Inverse of :meth:`log_snr`."""
 
     # --- derived ------------------------------------------------------------------------
+    def replace(self, **changes) -> "LinearSDE":
+        """A copy with some fields changed (validated like a new SDE), e.g. ``sde.replace(beta_max=10.0)``."""
+        return dataclasses.replace(self, **changes)
+
     def check_time(self, t) -> None:
         """Raise ``ValueError`` if concrete ``t`` is outside ``[0, T]``."""
         check_time_range(t, 0.0, self.T)
@@ -89,11 +133,6 @@ class LinearSDE:
         x, t = check_batch(x, t)
         self.check_time(t)
         return broadcast_to_data(self.drift_coef(t), x) * x
-
-    def log_snr(self, t: jax.Array) -> jax.Array:
-        r""":math:`\lambda_t = \log(\alpha_t^2 / \sigma_t^2)`, decreasing in t."""
-        alpha, sigma = self.marginal_coefs(t)
-        return 2.0 * (jnp.log(alpha) - jnp.log(sigma))
 
     def sigma_ratio(self, t: jax.Array) -> jax.Array:
         r"""Noise-to-signal ratio :math:`\tilde\sigma_t = \sigma_t/\alpha_t` (EDM's sigma)."""
@@ -170,41 +209,40 @@ class LinearSDE:
         return (x + broadcast_to_data(sigma**2, x) * score) / broadcast_to_data(alpha, x)
 
 
-def _field(default: float):
-    return flax.struct.field(pytree_node=False, default=default)
-
-
-@flax.struct.dataclass
+@final
 class VESDE(LinearSDE):
     r"""Variance-exploding SDE: :math:`dx = \sqrt{d[\sigma^2(t)]/dt}\,dW`,
     :math:`\sigma(t) = \sigma_{min} (\sigma_{max}/\sigma_{min})^t`.
 
-    :math:`\alpha_t = 1`, :math:`\sigma_t = \sigma(t)`,
+    :math:`\alpha_t = 1`, :math:`\sigma_t = \sigma(t)`, :math:`\lambda_t = -2\log\sigma(t)`,
     :math:`g(t) = \sigma(t)\sqrt{2\log(\sigma_{max}/\sigma_{min})}`, prior :math:`N(0,\sigma_{max}^2 I)`.
     Defaults as score_sde (sigma_min 0.01, sigma_max 50, t_min 1e-5).
     """
 
     sigma_min: float = 0.01
     sigma_max: float = 50.0
-    T: float = _field(1.0)
-    t_min: float = _field(1e-5)
+    T: float = eqx.field(static=True, default=1.0)
+    t_min: float = eqx.field(static=True, default=1e-5)
 
-    def __post_init__(self):
-        if is_concrete(self.sigma_min) and is_concrete(self.sigma_max):
-            smin, smax = np.asarray(self.sigma_min), np.asarray(self.sigma_max)
-            if smin.dtype != object:
-                _require(np.all(smin > 0), f"VESDE: sigma_min must be > 0, got {smin}.")
-                _require(
-                    np.all(smin < smax),
-                    f"VESDE: expected sigma_min < sigma_max, got sigma_min={smin}, sigma_max={smax}.",
-                )
-        _require(self.T > 0, f"VESDE: T must be > 0, got {self.T}.")
-        _require(0 <= self.t_min < self.T, f"VESDE: expected 0 <= t_min < T, got t_min={self.t_min}.")
+    def __check_init__(self):
+        values = _concrete_values(self.sigma_min, self.sigma_max)
+        if values is None:
+            return
+        smin, smax = values
+        _require(np.all(np.isfinite(smin)) and np.all(np.isfinite(smax)),
+                 f"VESDE: expected finite sigma_min and sigma_max, got sigma_min={smin}, sigma_max={smax}.")
+        _require(np.all(smin > 0), f"VESDE: sigma_min must be > 0, got {smin}.")
+        _require(np.all(smin < smax), f"VESDE: expected sigma_min < sigma_max, got sigma_min={smin}, sigma_max={smax}.")
+
+    @property
+    def prior_std(self):
+        return self.sigma_max
 
     def _log_ratio(self):
         return jnp.log(self.sigma_max) - jnp.log(self.sigma_min)
 
     def sigma(self, t: jax.Array) -> jax.Array:
+        r""":math:`\sigma(t) = \sigma_{min}\exp(\log(\sigma_{max}/\sigma_{min})\,t/T)`."""
         return self.sigma_min * jnp.exp(self._log_ratio() * t / self.T)
 
     def drift_coef(self, t):
@@ -217,35 +255,36 @@ class VESDE(LinearSDE):
         sigma = self.sigma(t)
         return jnp.ones_like(sigma), sigma
 
+    def log_snr(self, t):
+        return -2.0 * jnp.log(self.sigma(t))
+
     def t_from_log_snr(self, log_snr):
         sigma = jnp.exp(-0.5 * log_snr)
         return self.T * (jnp.log(sigma) - jnp.log(self.sigma_min)) / self._log_ratio()
 
+
+class _AbstractBetaSDE(LinearSDE):
+    r"""Linear :math:`\beta(t) = \beta_{min} + (t/T)(\beta_{max}-\beta_{min})`, drift :math:`f(t) = -\tfrac12\beta(t)`,
+    :math:`\alpha_t = e^{-B(t)/2}` with :math:`B(t) = \int_0^t \beta`, prior :math:`N(0, I)` (abstract:
+    VP and sub-VP differ in :math:`\sigma_t` and g(t))."""
+
+    beta_min: AbstractVar[float]
+    beta_max: AbstractVar[float]
+
+    def __check_init__(self):
+        values = _concrete_values(self.beta_min, self.beta_max)
+        if values is None:
+            return
+        name, (bmin, bmax) = type(self).__name__, values
+        _require(np.all(np.isfinite(bmin)) and np.all(np.isfinite(bmax)),
+                 f"{name}: expected finite beta_min and beta_max, got beta_min={bmin}, beta_max={bmax}.")
+        _require(np.all(bmin >= 0), f"{name}: beta_min must be >= 0, got {bmin}.")
+        _require(np.all(bmax > 0), f"{name}: beta_max must be > 0, got {bmax}.")
+        _require(np.all(bmin <= bmax), f"{name}: expected beta_min <= beta_max, got beta_min={bmin}, beta_max={bmax}.")
+
     @property
     def prior_std(self):
-        return self.sigma_max
-
-
-class _BetaSchedule:
-    r"""Linear :math:`\beta(t) = \beta_{min} + t(\beta_{max}-\beta_{min})` on [0, 1] (t scaled by T)."""
-
-    beta_min: float
-    beta_max: float
-    T: float
-    t_min: float
-
-    def _validate(self, name: str):
-        if is_concrete(self.beta_min) and is_concrete(self.beta_max):
-            bmin, bmax = np.asarray(self.beta_min), np.asarray(self.beta_max)
-            if bmin.dtype != object:
-                _require(np.all(bmin >= 0), f"{name}: beta_min must be >= 0, got {bmin}.")
-                _require(np.all(bmax > 0), f"{name}: beta_max must be > 0, got {bmax}.")
-                _require(
-                    np.all(bmin <= bmax),
-                    f"{name}: expected beta_min <= beta_max, got beta_min={bmin}, beta_max={bmax}.",
-                )
-        _require(self.T > 0, f"{name}: T must be > 0, got {self.T}.")
-        _require(0 <= self.t_min < self.T, f"{name}: expected 0 <= t_min < T, got t_min={self.t_min}.")
+        return 1.0
 
     def beta(self, t):
         return self.beta_min + (t / self.T) * (self.beta_max - self.beta_min)
@@ -266,13 +305,9 @@ class _BetaSchedule:
         quad = (-c0 + jnp.sqrt(c0**2 + 4.0 * safe_a * b)) / (2.0 * safe_a)
         return jnp.where(a > 0, quad, b / jnp.maximum(c0, 1e-20))
 
-    @property
-    def prior_std(self):
-        return 1.0
 
-
-@flax.struct.dataclass
-class VPSDE(_BetaSchedule, LinearSDE):
+@final
+class VPSDE(_AbstractBetaSDE):
     r"""Variance-preserving SDE (continuous DDPM): :math:`dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)}\,dW`.
 
     :math:`\alpha_t = e^{-B(t)/2}`, :math:`\sigma_t^2 = 1 - e^{-B(t)}`, prior :math:`N(0, I)`.
@@ -281,11 +316,8 @@ class VPSDE(_BetaSchedule, LinearSDE):
 
     beta_min: float = 0.1
     beta_max: float = 20.0
-    T: float = _field(1.0)
-    t_min: float = _field(1e-3)
-
-    def __post_init__(self):
-        self._validate("VPSDE")
+    T: float = eqx.field(static=True, default=1.0)
+    t_min: float = eqx.field(static=True, default=1e-3)
 
     def diffusion(self, t):
         return jnp.sqrt(self.beta(t))
@@ -304,8 +336,8 @@ class VPSDE(_BetaSchedule, LinearSDE):
         return self._t_from_integrated_beta(jax.nn.softplus(-log_snr))
 
 
-@flax.struct.dataclass
-class SubVPSDE(_BetaSchedule, LinearSDE):
+@final
+class SubVPSDE(_AbstractBetaSDE):
     r"""Sub-VP SDE: :math:`dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)(1-e^{-2B(t)})}\,dW`.
 
     :math:`\alpha_t = e^{-B(t)/2}`, :math:`\sigma_t = 1 - e^{-B(t)}`, prior :math:`N(0, I)`.
@@ -313,11 +345,8 @@ class SubVPSDE(_BetaSchedule, LinearSDE):
 
     beta_min: float = 0.1
     beta_max: float = 20.0
-    T: float = _field(1.0)
-    t_min: float = _field(1e-3)
-
-    def __post_init__(self):
-        self._validate("SubVPSDE")
+    T: float = eqx.field(static=True, default=1.0)
+    t_min: float = eqx.field(static=True, default=1e-3)
 
     def diffusion(self, t):
         return jnp.sqrt(self.beta(t) * -jnp.expm1(-2.0 * self.integrated_beta(t)))
@@ -325,6 +354,10 @@ class SubVPSDE(_BetaSchedule, LinearSDE):
     def marginal_coefs(self, t):
         b = self.integrated_beta(t)
         return jnp.exp(-0.5 * b), -jnp.expm1(-b)
+
+    def log_snr(self, t):
+        alpha, sigma = self.marginal_coefs(t)
+        return 2.0 * (jnp.log(alpha) - jnp.log(sigma))
 
     def t_from_log_snr(self, log_snr):
         # alpha^2/sigma^2 = u/(1-u)^2 with u = e^{-B}; solve u^2 - (2 + r) u + 1 = 0 (root < 1), r = 1/snr.

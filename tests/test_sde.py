@@ -1,5 +1,6 @@
 """Forward SDEs against their closed forms."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from scipy import integrate
 
 from jaxscore.data.toy import ring_mixture
-from jaxscore.sde import SubVPSDE, VESDE, VPSDE
+from jaxscore.sde import LinearSDE, SubVPSDE, VESDE, VPSDE
 
 SDES = [VESDE(), VPSDE(), SubVPSDE(), VESDE(sigma_min=0.1, sigma_max=5.0), VPSDE(beta_min=0.5, beta_max=8.0)]
 IDS = ["ve", "vp", "subvp", "ve_small", "vp_custom"]
@@ -155,14 +156,22 @@ def test_sdes_are_pytrees_that_pass_through_jit_and_vmap():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: VESDE(sigma_min=5.0, sigma_max=1.0), "sigma_min < sigma_max"),
-        (lambda: VESDE(sigma_min=0.0), "sigma_min must be > 0"),
-        (lambda: VPSDE(beta_min=-0.1), "beta_min must be >= 0"),
-        (lambda: SubVPSDE(beta_min=5.0, beta_max=1.0), "beta_min <= beta_max"),
-        (lambda: VPSDE(t_min=2.0), "t_min"),
+        (lambda: VESDE(sigma_min=5.0, sigma_max=1.0), r"VESDE: expected sigma_min < sigma_max, got sigma_min=5.0, sigma_max=1.0"),
+        (lambda: VESDE(sigma_min=0.0), r"VESDE: sigma_min must be > 0, got 0.0"),
+        (lambda: VESDE(sigma_max=float("inf")), r"VESDE: expected finite sigma_min and sigma_max, got sigma_min=0.01, sigma_max=inf"),
+        (lambda: VPSDE(beta_min=-0.1), r"VPSDE: beta_min must be >= 0, got -0.1"),
+        (lambda: VPSDE(beta_min=0.0, beta_max=0.0), r"VPSDE: beta_max must be > 0, got 0.0"),
+        (lambda: VPSDE(beta_max=float("nan")), r"VPSDE: expected finite beta_min and beta_max, got beta_min=0.1, beta_max=nan"),
+        (lambda: SubVPSDE(beta_min=5.0, beta_max=1.0), r"SubVPSDE: expected beta_min <= beta_max, got beta_min=5.0, beta_max=1.0"),
+        (lambda: VPSDE(t_min=2.0), r"VPSDE: expected 0 <= t_min < T, got t_min=2.0"),
+        (lambda: VESDE(T=0.0), r"VESDE: T must be finite and > 0, got 0.0"),
+        (lambda: SubVPSDE(T=float("inf")), r"SubVPSDE: T must be finite and > 0, got inf"),
+        # one bad entry in a batch of SDEs
+        (lambda: VPSDE(beta_min=jnp.array([0.1, 0.1]), beta_max=jnp.array([20.0, -1.0])), r"VPSDE: beta_max must be > 0, got \[20. -1.\]"),
+        (lambda: VPSDE().replace(beta_min=30.0), r"VPSDE: expected beta_min <= beta_max, got beta_min=30.0, beta_max=20.0"),
     ],
 )
-def test_invalid_parameters_raise(make, match):
+def test_invalid_parameters_raise_naming_the_field_and_value(make, match):
     with pytest.raises(ValueError, match=match):
         make()
 
@@ -176,3 +185,139 @@ def test_time_outside_range_and_bad_shapes_raise():
         sde.drift(x, jnp.zeros((4,)))
     with pytest.raises(TypeError, match="floating-point"):
         sde.marginal_sample(jax.random.key(0), jnp.zeros((3, 2), jnp.int32), jnp.zeros(3))
+
+
+def _eval_points():
+    return jnp.linspace(0.05, 1.0, 7)
+
+
+@pytest.mark.parametrize(
+    "sde, params",
+    [(VESDE(sigma_min=0.1, sigma_max=5.0), [0.1, 5.0]), (VPSDE(beta_min=0.5, beta_max=8.0), [0.5, 8.0]),
+     (SubVPSDE(beta_min=0.2, beta_max=3.0), [0.2, 3.0])],
+    ids=["ve", "vp", "subvp"],
+)
+def test_sde_pytree_leaves_are_the_schedule_parameters(sde, params):
+    """Leaves are exactly the parameters; T and t_min are static (part of the tree structure)."""
+    assert jax.tree.leaves(sde) == params
+    assert jax.tree.structure(sde) != jax.tree.structure(sde.replace(t_min=0.5 * sde.t_min))
+    doubled = jax.tree.map(lambda p: 2 * p, sde)
+    assert type(doubled) is type(sde) and jax.tree.leaves(doubled) == [2 * p for p in params]
+    assert (doubled.T, doubled.t_min) == (sde.T, sde.t_min)
+    # unflattening does not re-validate: transforms may put anything in the leaves
+    assert jax.tree.leaves(jax.tree.map(lambda p: -p, sde)) == [-p for p in params]
+    sentinel = object()
+    assert jax.tree.leaves(jax.tree.map(lambda p: sentinel, sde)) == [sentinel, sentinel]
+
+
+@pytest.mark.parametrize("sde", SDES[:3], ids=IDS[:3])
+def test_sde_as_jit_argument_and_static_argument(sde):
+    t = _eval_points()
+    expected = sde.log_snr(t)
+    np.testing.assert_allclose(jax.jit(lambda s, u: s.log_snr(u))(sde, t), expected, rtol=1e-6)
+    np.testing.assert_allclose(eqx.filter_jit(lambda s, u: s.log_snr(u))(sde, t), expected, rtol=1e-6)
+    traces = []
+
+    def static_fn(s, u):
+        traces.append(1)
+        return s.marginal_coefs(u)[1]
+
+    static_jit = jax.jit(static_fn, static_argnums=0)
+    same = jax.tree.map(float, sde)  # an equal SDE, a different object
+    assert same == sde and hash(same) == hash(sde)
+    np.testing.assert_allclose(static_jit(sde, t), sde.marginal_coefs(t)[1], rtol=1e-6)
+    static_jit(same, t)
+    assert len(traces) == 1, "an equal SDE must hit the compilation cache"
+    assert sde != sde.replace(t_min=0.5 * sde.t_min)
+
+
+def test_batch_of_vp_sdes_under_vmap_matches_each_sde():
+    beta_max = jnp.array([5.0, 10.0, 20.0])
+    batched = VPSDE(beta_min=jnp.full((3,), 0.1), beta_max=beta_max)
+    t = _eval_points()
+    got_alpha, got_sigma = jax.vmap(lambda s: s.marginal_coefs(t))(batched)
+    got_lam = jax.jit(jax.vmap(lambda s: s.log_snr(t)))(batched)
+    for i, b in enumerate([5.0, 10.0, 20.0]):
+        one = VPSDE(beta_max=b)
+        np.testing.assert_allclose(got_alpha[i], one.marginal_coefs(t)[0], rtol=1e-6)
+        np.testing.assert_allclose(got_sigma[i], one.marginal_coefs(t)[1], rtol=1e-6)
+        np.testing.assert_allclose(got_lam[i], one.log_snr(t), rtol=1e-6)
+    # SDEs built inside vmap / jit from traced parameters (not checkable there) work too
+    built = jax.jit(jax.vmap(lambda b: VPSDE(beta_max=b).log_snr(t)))(beta_max)
+    np.testing.assert_allclose(built, got_lam, rtol=1e-6)
+    # gradient with respect to an SDE parameter: d sigma_t^2 / d beta_max = e^{-B} t^2 / 2
+    dvar = jax.grad(lambda s: s.marginal_coefs(jnp.asarray(0.5))[1] ** 2)(VPSDE())
+    b = VPSDE().integrated_beta(0.5)
+    np.testing.assert_allclose(dvar.beta_max, np.exp(-b) * 0.5**2 / 2, rtol=1e-5)
+
+
+def _log_snr_closed_form(sde, t):
+    """log(alpha^2/sigma^2) in float64 numpy from the textbook closed forms."""
+    t = np.asarray(t, np.float64)
+    if isinstance(sde, VESDE):
+        return -2.0 * np.log(sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** (t / sde.T))
+    u = t / sde.T
+    big_b = sde.T * (sde.beta_min * u + 0.5 * (sde.beta_max - sde.beta_min) * u**2)
+    sigma2 = -np.expm1(-big_b) if isinstance(sde, VPSDE) else np.expm1(-big_b) ** 2
+    return -big_b - np.log(sigma2)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_log_snr_matches_closed_form_and_round_trips(sde):
+    t = jnp.linspace(sde.t_min, sde.T, 65)
+    lam = sde.log_snr(t)
+    np.testing.assert_allclose(lam, _log_snr_closed_form(sde, t), rtol=2e-6, atol=2e-6)
+    # round trip both ways, over the whole range of log-SNR the SDE spans
+    np.testing.assert_allclose(sde.t_from_log_snr(lam), t, rtol=1e-5, atol=2e-6)
+    lam_grid = jnp.linspace(float(lam[-1]), float(lam[0]), 33)
+    np.testing.assert_allclose(sde.log_snr(sde.t_from_log_snr(lam_grid)), lam_grid, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_sde_is_abstract_and_user_subclasses_get_the_derived_methods():
+    with pytest.raises(TypeError, match="abstract"):
+        LinearSDE()
+
+    class Incomplete(LinearSDE):
+        T: float = eqx.field(static=True, default=1.0)
+        t_min: float = eqx.field(static=True, default=1e-3)
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()
+
+    class BrownianSDE(LinearSDE):
+        """dx = sqrt(c) dW from x_0 smoothed by s0: alpha = 1, sigma_t^2 = s0^2 + c t."""
+
+        c: float = 2.0
+        s0: float = 0.1
+        T: float = eqx.field(static=True, default=1.0)
+        t_min: float = eqx.field(static=True, default=1e-3)
+
+        @property
+        def prior_std(self):
+            return jnp.sqrt(self.s0**2 + self.c * self.T)
+
+        def drift_coef(self, t):
+            return jnp.zeros_like(jnp.asarray(t, jnp.result_type(float)))
+
+        def diffusion(self, t):
+            return jnp.sqrt(self.c) * jnp.ones_like(t)
+
+        def marginal_coefs(self, t):
+            sigma = jnp.sqrt(self.s0**2 + self.c * t)
+            return jnp.ones_like(sigma), sigma
+
+        def log_snr(self, t):
+            return -jnp.log(self.s0**2 + self.c * t)
+
+        def t_from_log_snr(self, log_snr):
+            return (jnp.exp(-log_snr) - self.s0**2) / self.c
+
+    sde = BrownianSDE()
+    assert sde.is_variance_exploding() and jax.tree.leaves(sde) == [2.0, 0.1]
+    s, t = jnp.array([0.2]), jnp.array([0.7])
+    a, var = sde.transition_coefs(s, t)
+    np.testing.assert_allclose(a, 1.0)
+    np.testing.assert_allclose(var, 2.0 * 0.5, rtol=1e-5)
+    np.testing.assert_allclose(sde.t_from_sigma_ratio(sde.sigma_ratio(t)), t, rtol=1e-5)
+    with pytest.raises(ValueError, match="BrownianSDE: expected 0 <= t_min < T, got t_min=-1.0"):
+        BrownianSDE(t_min=-1.0)
