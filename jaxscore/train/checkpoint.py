@@ -41,11 +41,12 @@ import orbax.checkpoint as ocp
 from jax import lax
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from jaxscore.train.settings import config_diff, config_to_dict
+from jaxscore.train.settings import DEFAULTS, config_diff, config_to_dict
 
 CHECKPOINT_SUBDIR = "checkpoints"
 CORRUPT_SUBDIR = "corrupt_checkpoints"
 CONFIG_FILE = "config.json"
+_TRAINING = DEFAULTS["training"]  # the Checkpointer's defaults are the run's (training.checkpoint_every, ...)
 
 # Settings a run may be resumed with different values of, without ``allow_config_change``.
 # They do not change *what* is computed (the same loss, data, noise and optimizer for every
@@ -71,12 +72,7 @@ RESUME_SAFE_KEYS = (
     "training.max_consecutive_nonfinite",
     "training.steps_per_call",
     "training.mode",
-    "distributed.coordinator_address",
-    "distributed.num_processes",
-    "distributed.process_id",
-    "distributed.local_device_ids",
-    "distributed.enabled",
-    "distributed.cpu_collectives",
+    *(f"distributed.{name}" for name in DEFAULTS["distributed"]),
     "sampling.*",  # evaluation-only sections (a trailing ".*" matches the whole section)
     "eval.*",
 )
@@ -231,8 +227,9 @@ class Checkpointer:
 
     Args:
       workdir: the run directory.
-      save_every: ``maybe_save`` writes when ``step % save_every == 0`` (or when forced).
-      keep_last: how many most recent steps to keep (>= 1).
+      save_every: ``maybe_save`` writes when ``step % save_every == 0`` (or when forced);
+        default ``training.checkpoint_every``'s.
+      keep_last: how many most recent steps to keep (>= 1); default ``training.keep_last``'s.
       keep_every: also keep every step divisible by this (``None``/0: none).
       async_save: write in a background thread (training continues after the device->host
         copy; ``wait()`` blocks until the write is committed).
@@ -243,10 +240,10 @@ class Checkpointer:
         self,
         workdir: str | os.PathLike,
         *,
-        save_every: int = 1000,
-        keep_last: int = 3,
+        save_every: int = _TRAINING["checkpoint_every"],
+        keep_last: int = _TRAINING["keep_last"],
         keep_every: int | None = None,
-        async_save: bool = True,
+        async_save: bool = _TRAINING["async_checkpoint"],
         read_only: bool = False,
     ):
         if save_every < 1:
@@ -385,6 +382,16 @@ class Checkpointer:
         _sync(f"jaxscore_ckpt_quarantine_b_{step}_{self._n_sync}")
         self._mngr.reload()
 
+    def _fall_back(self, step: int, what: str, err: Exception) -> tuple[int, str]:
+        """Warn that ``step`` is unusable (``CheckpointFallbackWarning``); ``(step, reason)``."""
+        reason = f"{type(err).__name__}: {str(err)[:300]}"
+        warnings.warn(
+            f"checkpoint step {step} in {self.directory} {what} ({reason}); falling back to an earlier checkpoint.",
+            CheckpointFallbackWarning,
+            stacklevel=3,  # the caller of restore_latest
+        )
+        return step, reason
+
     def restore_latest(self, abstract_state):
         """Restore the newest readable checkpoint; ``None`` if there is none.
 
@@ -401,13 +408,7 @@ class Checkpointer:
                 try:
                     target = abstract_state(self._mngr.item_metadata(step)["state"])
                 except Exception as err:  # noqa: BLE001 - unreadable metadata = unusable step
-                    failures.append((step, f"{type(err).__name__}: {str(err)[:300]}"))
-                    warnings.warn(
-                        f"checkpoint step {step} in {self.directory} has unreadable metadata "
-                        f"({failures[-1][1]}); falling back to an earlier checkpoint.",
-                        CheckpointFallbackWarning,
-                        stacklevel=2,
-                    )
+                    failures.append(self._fall_back(step, "has unreadable metadata", err))
                     continue
             else:
                 target = abstract_state
@@ -417,13 +418,7 @@ class Checkpointer:
             except CheckpointStructureError:
                 raise
             except Exception as err:  # noqa: BLE001 - any read failure means "unusable step"
-                failures.append((step, f"{type(err).__name__}: {str(err)[:300]}"))
-                warnings.warn(
-                    f"checkpoint step {step} in {self.directory} could not be restored "
-                    f"({failures[-1][1]}); falling back to an earlier checkpoint.",
-                    CheckpointFallbackWarning,
-                    stacklevel=2,
-                )
+                failures.append(self._fall_back(step, "could not be restored", err))
                 continue
             if not self.read_only:
                 for bad, _ in failures:

@@ -120,10 +120,6 @@ class Parallel(abc.ABC):
         self._compiled = compiled
 
     @property
-    def mode(self) -> str:
-        return self.name
-
-    @property
     def num_devices(self) -> int:
         return len(self.devices)
 
