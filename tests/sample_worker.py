@@ -3,8 +3,10 @@
 Run as ``python tests/sample_worker.py --out DIR --devices N --num_processes 2 --process_id I --port P``:
 starts ``jax.distributed`` on 127.0.0.1 (gloo CPU collectives), draws this process's share of
 every case in :data:`CASES` with ``sample_local_shard`` (process index and count from
-``jax.process_index()`` / ``jax.process_count()``), saves ``DIR/process_I.npz`` with
-``<sampler>_samples`` and ``<sampler>_indices`` and prints one JSON line ``RESULT {...}``.
+``jax.process_index()`` / ``jax.process_count()``), and the first case again with a score over
+parameters replicated across processes (:func:`global_params_score`), saves ``DIR/process_I.npz``
+with ``<case>_samples`` and ``<case>_indices`` (``<case>`` the sampler name or ``global_params``)
+and prints one JSON line ``RESULT {...}``.
 The problem is importable so the test builds the identical one-process reference.
 """
 
@@ -31,6 +33,22 @@ def problem():
 
     sde = VPSDE()
     return jax.random.key(SEED), sde, ring_mixture().score_fn(sde)
+
+
+def global_params_score(score_fn):
+    """``Partial(scaled, scale)`` with ``scale = 1`` a multi-process array replicated over every
+    process's devices, like the parameters of a multi-host training state: ``scale * score_fn``."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    def scaled(scale, x, t):
+        return scale * score_fn(x, t)
+
+    mesh = Mesh(np.asarray(jax.devices()), ("all",))
+    scale = jax.make_array_from_callback((), NamedSharding(mesh, PartitionSpec()), lambda _: np.float32(1.0))
+    assert not scale.is_fully_addressable
+    return jax.tree_util.Partial(scaled, scale)
 
 
 def main(argv=None):
@@ -63,6 +81,10 @@ def main(argv=None):
         arrays[f"{sampler}_samples"] = np.asarray(x)
         arrays[f"{sampler}_indices"] = idx
         counts[sampler] = int(idx.size)
+    # the eval-hook case: a score over parameters that live on all processes' devices
+    x, idx = sample_local_shard(key, global_params_score(score_fn), sde, (GLOBAL_BATCH, 2), NUM, CASES[0][0],
+                                CASES[0][1], progress=False, **CASES[0][2])
+    arrays["global_params_samples"], arrays["global_params_indices"] = np.asarray(x), idx
     np.savez(os.path.join(args.out, f"process_{jax.process_index()}.npz"), **arrays)
     summary = {"process_index": jax.process_index(), "process_count": jax.process_count(),
                "local_devices": jax.local_device_count(), "rows": counts}

@@ -16,7 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxscore.samplers._core import check_shape
@@ -190,6 +190,24 @@ def process_rows(num: int, global_batch: int, process_index: int, process_count:
     return rows
 
 
+def _replicated_on(mesh: Mesh, tree):
+    """Every ``jax.Array`` leaf of ``tree`` (a key, the parameters inside a ``Partial`` score)
+    replicated over ``mesh``. A leaf of a multi-process array (e.g. parameters of a multi-host
+    training state) must be replicated across processes; its local copy is used."""
+
+    def local(x):
+        if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
+            return x
+        if not x.is_fully_addressable:
+            if not x.sharding.is_fully_replicated:
+                raise ValueError(f"score_fn: expected arrays that are replicated (or local to this process), got "
+                                 f"a {x.shape} array sharded across processes ({x.sharding}); gather or replicate it.")
+            x = x.addressable_data(0)
+        return jax.device_put(x, NamedSharding(mesh, P()))
+
+    return jax.tree_util.tree_map(local, tree)
+
+
 @eqx.filter_jit
 def _sample_batch(fn, key, offset, score_fn, sde, shape, steps, mesh, options):
     """Rows ``[offset, offset + shape[0])`` of ``fn(key, score_fn, sde, ...)``, split contiguously
@@ -232,6 +250,7 @@ def iter_sample_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: 
         raise ValueError("example_offset: batched sampling sets it per batch and device; pass the key only.")
     p, count = _check_process(process_index, process_count)
     mesh = _sampling_mesh(devices)
+    key, score_fn = _replicated_on(mesh, (key, score_fn))
     rows = [(first, n) for first, n in process_rows(num, shape_per_batch[0], p, count) if n > 0]
     share = -(-shape_per_batch[0] // count)
     local_shape = (-(-share // mesh.size) * mesh.size, *shape_per_batch[1:])  # padded to the device count
