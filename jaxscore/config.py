@@ -240,4 +240,11 @@ def _eval_section() -> ml_collections.ConfigDict:
     d.bpd_num = 16  # held-out examples per bits/dim estimate
     d.bpd_divergence = "hutchinson"  # exact | hutchinson
     d.bpd_rtol = 1e-3  # ODE solver tolerances (rtol = atol) for the eval estimate
+    # sample quality (images): FID / KID / IS / precision-recall of fid_num EMA samples every
+    # fid_every steps (0 = never) under the `features` network against the fid_ref split
+    d.fid_every = 0
+    d.fid_num = 1000
+    d.features = "inception"  # digits | mnist | inception (pytorch-fid's; weights via inception_weights)
+    d.fid_ref = "test"  # train | test: the reference images; the other split gives the real-data floor
+    d.inception_weights = ""  # converted FID Inception .npz ("" = $JAXSCORE_INCEPTION_WEIGHTS)
     return d

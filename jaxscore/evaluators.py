@@ -183,19 +183,24 @@ class SampleQuality:
     name = "sample_quality"
 
     def __init__(self, run: Run):
+        from jaxscore.evaluation.extractors import build_extractor
+
+        cfg = run.config.eval
+        if str(cfg.fid_ref) not in ("train", "test"):
+            raise ValueError(f"config.eval.fid_ref: expected 'train' or 'test', got {cfg.fid_ref!r}.")
+        # built now, so a bad feature name or a missing weights file fails before training starts
+        self.extractor = build_extractor(str(cfg.features), inception_weights=cfg.get("inception_weights") or None,
+                                         mnist_path=run.config.data.get("path"))
         self.run = run
-        self.every = int(run.config.eval.fid_every)
+        self.every = int(cfg.fid_every)
         self._reference = None
 
     def reference(self):
         """``(extractor, reference stats, floor metrics)``, computed once per run."""
         if self._reference is None:
-            from jaxscore.evaluation.extractors import build_extractor
             from jaxscore.evaluation.streaming import sample_quality, stats_of_images
 
-            cfg, data = self.run.config.eval, self.run.data
-            extractor = build_extractor(str(cfg.features), inception_weights=cfg.get("inception_weights") or None,
-                                        mnist_path=self.run.config.data.get("path"))
+            cfg, data, extractor = self.run.config.eval, self.run.data, self.extractor
             ref_split = str(cfg.fid_ref)
             ref = stats_of_images(data[ref_split]["images"], extractor)
             real = data["train" if ref_split == "test" else "test"]["images"][: int(cfg.fid_num)]

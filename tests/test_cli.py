@@ -151,6 +151,36 @@ def test_class_conditional_digits_train_and_guided_sample(tmp_path, capsys):
     np.testing.assert_array_equal(got["labels"], np.arange(25) % 10)
     with pytest.raises(ValueError, match=r"label: expected a class in \[0, 10\)"):
         commands.sample_from_workdir(wd, sampler="dpmpp_2m", steps=2, num=2, out=out, label=10)
+    check_eval_and_fid_stats(wd, tmp_path, capsys)
+
+
+def check_eval_and_fid_stats(wd, tmp_path, capsys):
+    """``eval`` writes eval.json and a metrics row, per-class accuracy at each guidance scale and
+    its PNG; a reference file from ``fid-stats`` gives the FID of the same images passed as
+    ``--data``; bad metric names are a one-line error with exit status 2."""
+    args = ["eval", "--workdir", wd, "--num", "20", "--steps", "2", "--batch-size", "10", "--features", "digits"]
+    assert cli.main([*args, "--guidance-scales", "0,2"]) == 0
+    result = json.load(open(os.path.join(wd, "eval.json")))
+    assert {"fid", "kid", "kid_std_err", "is", "precision", "recall", "class_accuracy"} <= set(result)
+    assert result["num"] == 20 and 1.0 <= result["is"] <= 10.0 and result["fid"] > 0
+    assert sorted(result["guidance"]) == ["0.0", "2.0"]
+    assert all(len(r["per_class_accuracy"]) == 10 for r in result["guidance"].values())
+    assert os.path.exists(os.path.join(wd, "guidance_accuracy.png"))
+    rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert rows[-1]["evaluate/fid"] == result["fid"]
+    ref = str(tmp_path / "ref.npz")
+    assert cli.main(["fid-stats", "--config", DIGITS, "--split", "test", "--features", "digits", "--out", ref]) == 0
+    with np.load(ref, allow_pickle=False) as f:
+        assert f["mu"].shape == (32,) and f["sigma"].shape == (32, 32) and f["features"].shape == (180, 32)
+    capsys.readouterr()
+    assert cli.main([*args, "--metrics", "fid,kid", "--ref", ref, "--out", str(tmp_path / "a.json")]) == 0
+    assert cli.main([*args, "--metrics", "fid,kid", "--data", "test", "--out", str(tmp_path / "b.json")]) == 0
+    a, b = (json.load(open(tmp_path / n)) for n in ("a.json", "b.json"))
+    assert a["fid"] == pytest.approx(b["fid"], rel=1e-9) and a["kid"] == pytest.approx(b["kid"], rel=1e-6)
+    capsys.readouterr()
+    assert cli.main([*args, "--metrics", "fid,fdi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxscore: config error: --metrics") and "fdi" in err and err.count("\n") == 1
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """What score_sde's CIFAR-10 runs share (``cifar10_ddpmpp.py``, ``cifar10_ncsnpp.py`` start from it).
 
 The local binary batches with random flips; batch 128 (the default), 1.3M iterations in pmap
-mode; log every 50 steps, checkpoint and evaluate every 10k, keep every 50k; dropout 0.1.
+mode; log every 50 steps, checkpoint and evaluate every 10k, keep every 50k; dropout 0.1; FID of 50k samples
+against the training set (pytorch-fid's Inception), off until ``eval.fid_every`` is set.
 Not a run by itself: the leading underscore keeps it out of the shipped configs.
 """
 
@@ -21,4 +22,9 @@ def get_config():
     c.training.eval_every = 10000
     c.training.checkpoint_every = 10000
     c.training.keep_every = 50000
+    # FID as score_sde reports it: pytorch-fid's Inception on 50k samples vs the 50k training images
+    # (set eval.inception_weights or $JAXSCORE_INCEPTION_WEIGHTS; eval.fid_every turns the hook on)
+    c.eval.features = "inception"
+    c.eval.fid_ref = "train"
+    c.eval.fid_num = 50000
     return c

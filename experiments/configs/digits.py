@@ -33,6 +33,9 @@ def get_config(variant: str = "vp"):
     c.sampling.steps = 30
     c.sampling.num_samples = 100
     c.eval.heldout_batches = 1
+    c.eval.features = "digits"  # the project's digits classifier (shipped weights): digits-FID / KID / IS / PR
+    c.eval.fid_every = 1000
+    c.eval.fid_num = 1000
     if sde == "vp":
         c.sde.name = "vp"
         # EDM preconditioning on the VP SDE. With plain eps-prediction this 3000-step run gives

@@ -18,4 +18,7 @@ def get_config():
     c.training.eval_every = 5000
     c.training.checkpoint_every = 5000
     c.optim.warmup = 1000
+    c.eval.features = "mnist"  # the project's classifier, trained on data.path's train split on first use (cached)
+    c.eval.fid_every = 5000
+    c.eval.fid_num = 10000
     return c
