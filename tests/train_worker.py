@@ -58,6 +58,7 @@ def problem(dim: int = 3, hidden: int = 16, global_batch: int = 8, seed: int = 0
 
 
 def make_config(**training):
+    """The training defaults (``jaxscore.train.default_config``) with a short, small run's cadence."""
     from jaxscore.train import default_config
 
     cfg = default_config()
@@ -98,7 +99,7 @@ def main(argv=None):
         mode=args.mode,
     )
     if args.num_processes > 1:
-        cfg.distributed = dict(
+        cfg.distributed.update(
             coordinator_address=f"127.0.0.1:{args.port}",
             num_processes=args.num_processes,
             process_id=args.process_id,

@@ -320,7 +320,8 @@ def _open_checkpointer(workdir: str, s: LoopSettings) -> Checkpointer:
 def _abstract_state(mode: Parallel, fresh_state: Callable[[], TrainState]):
     """Shapes, dtypes and the mode's checkpoint sharding of the state: the target of a restore."""
     sharding = mode.checkpoint_sharding()
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), jax.eval_shape(fresh_state))
+    shapes = jax.eval_shape(fresh_state)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
 def _restore_or_init(ckpt, mode: Parallel, abstract, fresh_state: Callable[[], TrainState], config, allow_change: bool):
@@ -376,25 +377,27 @@ def train(
     saved). Always waits for pending async checkpoint writes before returning or raising.
     """
     maybe_initialize_distributed(config)
-    workdir, s = os.path.abspath(os.fspath(workdir)), LoopSettings.from_config(config)
+    settings = LoopSettings.from_config(config)
+    n_iters, workdir = settings.n_iters, os.path.abspath(os.fspath(workdir))
     tx = tx if tx is not None else make_optimizer(config)
-    mode = make_parallel(s.mode, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate_from_config(config), devices=devices)
-    local_batch_size = mode.local_batch_size(s.batch_size)  # validates divisibility early
-    schedule = _Schedule(s, _normalize_hooks(eval_fns, s.eval_every))
-    fresh_state = lambda: init_train_state(s.seed, init_fn, tx)  # noqa: E731
+    mode = make_parallel(settings.mode, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate_from_config(config), devices=devices)
+    local_batch_size = mode.local_batch_size(settings.batch_size)  # validates divisibility early
+    schedule = _Schedule(settings, _normalize_hooks(eval_fns, settings.eval_every))
+    fresh_state = lambda: init_train_state(settings.seed, init_fn, tx)  # noqa: E731
     abstract = _abstract_state(mode, fresh_state)
-    ckpt, preemption, writer, progress = _open_checkpointer(workdir, s), _Preemption(), None, None
+    ckpt, preemption, writer, progress = _open_checkpointer(workdir, settings), _Preemption(), None, None
     try:
         state, resumed_from, skipped_before = _restore_or_init(ckpt, mode, abstract, fresh_state, config,
                                                                allow_config_change)
-        step, preempted, guard = resumed_from or 0, False, _NonFiniteGuard(s.max_consecutive_nonfinite, skipped_before)
+        step = resumed_from or 0
         _write_config(workdir, config)
         writer = MetricsWriter(workdir, enabled=jax.process_index() == 0, start_step=step)
         preemption.watch(handle_sigterm)
-        progress = _Progress(s.progress and jax.process_index() == 0, s.n_iters, step)
-        window = _MetricsWindow(step, s.log_every, s.n_iters)
+        progress = _Progress(settings.progress and jax.process_index() == 0, n_iters, step)
+        guard = _NonFiniteGuard(settings.max_consecutive_nonfinite, total=skipped_before)
+        window = _MetricsWindow(step, settings.log_every, n_iters)
         calls = _prefetched_calls(batch_fn, mode, local_batch_size, schedule.calls(step))
-        call = next(calls, None)
+        call, preempted = next(calls, None), False
         while call is not None:
             k, batches = call
             state, metrics = mode.step(state, batches)
@@ -410,9 +413,9 @@ def train(
             progress.update(k, record)
             extra = {"skipped_total": guard.total}
             with window.paused():  # steps/s counts training time only
-                ckpt.maybe_save(step, mode.to_checkpoint(state), force=step == s.n_iters, config=config, extra=extra)
+                ckpt.maybe_save(step, mode.to_checkpoint(state), force=step == n_iters, config=config, extra=extra)
                 schedule.run_hooks(step, lambda: mode.unreplicate(state), writer)
-            if step < s.n_iters and preemption.requested():
+            if step < n_iters and preemption.requested():
                 ckpt.maybe_save(step, mode.to_checkpoint(state), force=True, config=config, extra=extra)
                 preempted = True
                 break
