@@ -23,6 +23,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from jax.sharding import Mesh
 
 import sample_worker
 from jaxscore.data.toy import ring_mixture
@@ -112,15 +113,21 @@ def test_iter_sample_batches_streams_the_same_rows():
 
 
 def test_compiles_once_per_shape_not_per_offset_or_num():
+    """Also: a user's 1-D Mesh (any axis name) as ``devices``; the samples land on its first device."""
     traces = []
 
     def counted(x, t):
         traces.append(1)  # runs only while tracing
         return SCORE(x, t)
 
+    mesh = Mesh(np.asarray(jax.local_devices()[4:]), ("data",))
     for num, key in ((9, KEY), (30, jax.random.key(3))):
-        sample_in_batches(key, counted, SDE, (8, 2), num, "euler_maruyama", 2, progress=False)
+        x = sample_in_batches(key, counted, SDE, (8, 2), num, "euler_maruyama", 2, devices=mesh, progress=False)
+        assert x.shape == (num, 2) and x.devices() == {jax.local_devices()[4]}
     assert len(traces) == 1
+    ref = np.asarray(sample_in_batches(KEY, SCORE, SDE, (9, 2), 9, "euler_maruyama", 2, devices=1, progress=False))
+    np.testing.assert_allclose(np.asarray(sample_in_batches(KEY, counted, SDE, (8, 2), 9, "euler_maruyama", 2,
+                                                            devices=mesh, progress=False)), ref, **ROUND_OFF)
 
 
 def test_all_samplers_start_from_the_same_prior_draw():
@@ -136,14 +143,18 @@ def test_bad_arguments_raise_clear_errors():
     args = (KEY, SCORE, SDE, (4, 2), 8, "euler_maruyama", 2)
     with pytest.raises(ValueError, match=r"devices: expected an int in \[1, 8\]"):
         sample_in_batches(*args, devices=0, progress=False)
-    with pytest.raises(ValueError, match="devices: expected a non-empty sequence"):
+    with pytest.raises(ValueError, match="devices: expected a non-empty sequence of distinct"):
         sample_in_batches(*args, devices=[], progress=False)
+    with pytest.raises(ValueError, match="devices: expected a non-empty sequence of distinct"):
+        sample_in_batches(*args, devices=[jax.local_devices()[0]] * 2, progress=False)
     with pytest.raises(ValueError, match=r"process_index: expected an int in \[0, 2\)"):
         sample_local_shard(*args, process_index=2, process_count=2, progress=False)
     with pytest.raises(ValueError, match="process_count: expected an int >= 1"):
         sample_local_shard(*args, process_index=0, process_count=0, progress=False)
     with pytest.raises(ValueError, match="example_offset: batched sampling sets it"):
         sample_in_batches(*args, example_offset=3, progress=False)
+    with pytest.raises(ValueError, match="x_init: batched sampling draws x_T per example"):
+        sample_in_batches(*args, x_init=np.zeros((4, 2), np.float32), progress=False)
     with pytest.raises(TypeError, match="example_offset: expected a non-negative integer scalar"):
         get_sampler("ode")(KEY, SCORE, SDE, (4, 2), steps=2, example_offset=1.5)
 

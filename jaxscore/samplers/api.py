@@ -4,6 +4,11 @@ r"""Samplers by name (the edge of the library: CLI and configs) and batched samp
 in :data:`SAMPLERS` and calls it. Library code should call the sampler functions directly.
 Modules are imported lazily, so a sampler family that is missing (or fails to import) only
 breaks its own names.
+
+Batched sampling: :func:`sample_in_batches` draws ``num`` samples in batches spread over all local
+devices; :func:`sample_local_shard` / :func:`iter_sample_batches` draw only this process's share
+of them (multi-host), with their global example indices. Every sampler draws example ``g`` from
+``fold_in(key, g)``, so none of this changes a sample.
 """
 
 from __future__ import annotations
@@ -127,6 +132,11 @@ def steps_for_nfe(sampler: str, nfe: int, **options) -> int:
 
 
 # --- batched sampling over local devices and processes ------------------------------------
+# Each batch is a ``jax.shard_map`` over a 1-D mesh of local devices rather than ``jit`` with a
+# sharded output: every device then provably runs the one-device sampler on its own block of rows
+# (with its ``example_offset``), with no partitioner decisions inside the sampler's scan / diffrax
+# loops and no communication, which is what makes the samples those of a one-device call.
+# Processes never communicate either: each draws its own global indices (process_rows).
 _BATCH_AXIS = "batch"
 
 
@@ -248,6 +258,9 @@ def iter_sample_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: 
         raise ValueError("batched sampling returns samples only; call sample(..., return_info=True) for info.")
     if "example_offset" in options:
         raise ValueError("example_offset: batched sampling sets it per batch and device; pass the key only.")
+    if options.get("x_init") is not None:
+        raise ValueError("x_init: batched sampling draws x_T per example from the key; call sample(..., x_init=...) "
+                         "to start from given states.")
     p, count = _check_process(process_index, process_count)
     mesh = _sampling_mesh(devices)
     key, score_fn = _replicated_on(mesh, (key, score_fn))
@@ -275,9 +288,16 @@ def sample_local_shard(key, score_fn, sde, shape_per_batch, num: int, sampler: s
     ``P``; defaults ``jax.process_index()``, ``jax.process_count()``) draws the contiguous share of
     :math:`s = \lceil B/P \rceil` rows (:func:`process_rows`), spread over its local ``devices``
     (as in :func:`sample_in_batches`). Example ``g`` is drawn with the per-example key
-    ``fold_in(key, g)``, so putting every process's ``samples`` at its ``indices`` gives exactly
-    ``sample_in_batches(key, ..., num)`` (= ``sample(key, ..., (num, *D))``) of one process.
-    ``indices`` (numpy int64, increasing) are those global indices.
+    ``fold_in(key, g)``, so putting every process's ``samples`` at its ``indices`` gives
+    ``sample_in_batches(key, ..., num)`` = ``sample(key, ..., (num, *D))`` of one process (up to
+    float round-off, see :func:`sample_in_batches`). ``indices`` (numpy int64, increasing) are those
+    global indices; ``samples`` live on the first of ``devices``.
+
+    Example (each host of a pod; gather only if the samples fit on one host)::
+
+        x, idx = sample_local_shard(key, score_fn, sde, (512, 32, 32, 3), 50_000, "dpmpp_2m", 20)
+        # e.g. multihost_utils.process_allgather((x, idx)) then full[idx] = x,
+        # or fold x into per-host statistics and merge those (jaxscore.evaluation)
 
     ``process_index`` / ``process_count`` may also be given without ``jax.distributed`` (e.g. the
     tasks of a job array each drawing a share); every process must pass the same ``key``, ``B``,
@@ -311,8 +331,10 @@ def sample_in_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: st
 
     Example ``g`` (global index) is drawn with the per-example key ``fold_in(key, g)`` by every
     sampler, so the result depends neither on ``B`` nor on the devices: it equals
-    ``sample(key, ..., (num, *D))`` (bitwise when ``score_fn`` treats rows independently and XLA
-    computes a row the same way for any batch size; else to float round-off).
+    ``sample(key, ..., (num, *D))`` to float round-off. Bitwise when ``score_fn`` treats rows
+    independently and XLA computes a row the same way for these batch sizes (measured on CPU with
+    an analytic score: the fixed-step samplers from 2 rows per device up; the diffrax ``ode`` /
+    ``sde`` differ by ~1e-6, their loops being compiled differently for a multi-device program).
     ``info`` is not returned; use :func:`sample` for it. Every process of a multi-host job that
     calls this draws all ``num`` samples; use :func:`sample_local_shard` to split them.
 
