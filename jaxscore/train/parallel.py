@@ -231,7 +231,7 @@ class Sharded(_OverMesh):
 
     @staticmethod
     @functools.lru_cache(maxsize=8)
-    def _compile(devices: tuple, default_devices: bool, donate: bool):
+    def _compile(devices: tuple, default_devices: bool, donate: bool):  # default_devices: only pmap needs it
         mesh = Mesh(np.array(devices), (AXIS,))
         replicated = NamedSharding(mesh, P())
         return jax.jit(
