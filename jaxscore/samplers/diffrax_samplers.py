@@ -298,9 +298,9 @@ def ode_sampler(
     check_grid(grid, steps, rho, "ode_sampler")
     _check_trajectory(return_trajectory)
     x, info = _ode_sampler_impl(
-        key, _check_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho, rtol=rtol, atol=atol,
-        t_min=t_min, denoise=bool(denoise), return_trajectory=return_trajectory, max_steps=int(max_steps),
-        adjoint=adjoint,
+        key, _check_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho,
+        rtol=rtol, atol=atol, t_min=t_min, denoise=bool(denoise), return_trajectory=return_trajectory,
+        max_steps=int(max_steps), adjoint=adjoint,
     )
     if return_info or return_trajectory:
         return x, info
@@ -403,15 +403,17 @@ def sde_sampler(
     make_solver(solver, adaptive=False, allowed=SDE_SOLVERS)
     check_grid(grid, steps, rho, "sde_sampler")
     _check_trajectory(return_trajectory)
-    x, info = _sde_sampler_impl(key, _check_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho,
-                                t_min=t_min, denoise=bool(denoise), return_trajectory=return_trajectory)
+    x, info = _sde_sampler_impl(key, _check_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps,
+                                grid=grid, rho=rho, t_min=t_min, denoise=bool(denoise),
+                                return_trajectory=return_trajectory)
     if return_info or return_trajectory:
         return x, info
     return x
 
 
 @eqx.filter_jit
-def _sde_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, steps, grid, rho, t_min, denoise, return_trajectory):
+def _sde_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, steps, grid, rho, t_min, denoise,
+                      return_trajectory):
     solver_obj = make_solver(solver, adaptive=False, allowed=SDE_SOLVERS)
     data_shape = shape[1:]
     T = float(sde.T)
