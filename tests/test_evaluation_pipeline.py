@@ -117,3 +117,32 @@ def test_two_processes_give_the_statistics_and_fid_of_one(tmp_path):
     np.testing.assert_allclose(multi.sigma, single.sigma, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(multi.kept_features, single.kept_features, rtol=1e-5, atol=1e-6)  # in index order
     assert results[0]["fid"] == pytest.approx(fid_from_stats(single, eval_worker.reference()), rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.slow
+def test_digits_fid_orders_real_trained_untrained_noise(tmp_path):
+    """digits-FID against the training digits, 180 images each: held-out real < samples of a
+    briefly trained model < samples of the untrained model < uniform noise."""
+    from jaxscore import cli, experiment
+    from jaxscore.evaluation.digits_classifier import digits_extractor
+    from short_runs import DIGITS
+
+    wd = str(tmp_path / "digits")
+    assert cli.main(["train", "--config", DIGITS, "--workdir", wd, "--config.training.n_iters=600",
+                     "--config.training.eval_every=600", "--config.training.progress=false",
+                     "--config.eval.fid_every=0", "--config.sampling.num_samples=4"]) == 0
+    config, model, params, sde, shape, _ = experiment.load_run(wd)
+    data, extractor = experiment.load_data(config), digits_extractor()
+    ref = stats_of_images(data["train"]["images"], extractor)
+    n = len(data["test"]["images"])
+
+    def fid_of_model(p):
+        score = experiment.model_score_fn(config, model, p, sde)
+        return fid_from_stats(stats_of_samples(jax.random.key(0), score, sde, shape, n, extractor,
+                                               sampler="dpmpp_2m", steps=20, batch_size=n), ref)
+
+    untrained = jax.jit(experiment.make_init_fn(model, shape))(jax.random.key(1))
+    noise = np.random.default_rng(0).integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    fids = [fid_from_stats(stats_of_images(data["test"]["images"], extractor), ref), fid_of_model(params),
+            fid_of_model(untrained), fid_from_stats(stats_of_images(noise, extractor), ref)]
+    assert fids == sorted(fids) and fids[0] < 0.5 * fids[1], fids

@@ -14,9 +14,12 @@ from jaxscore.samplers.api import (
     available_samplers,
     evals_per_step,
     get_sampler,
+    iter_sample_batches,
     nfe_for_steps,
+    process_rows,
     sample,
     sample_in_batches,
+    sample_local_shard,
     steps_for_nfe,
 )
 from jaxscore.samplers.grids import GRIDS, time_grid
@@ -38,10 +41,13 @@ __all__ = [
     "euler_maruyama",
     "evals_per_step",
     "get_sampler",
+    "iter_sample_batches",
     "nfe_for_steps",
+    "process_rows",
     "reverse_diffusion",
     "sample",
     "sample_in_batches",
+    "sample_local_shard",
     "steps_for_nfe",
     "time_grid",
 ]
