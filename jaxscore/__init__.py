@@ -14,7 +14,8 @@ def __getattr__(name):
     # heavier sub-packages load on first use (flax models, diffrax solvers, orbax training)
     import importlib
 
-    if name in ("models", "samplers", "train", "data", "viz", "metrics", "likelihood", "experiment", "guidance"):
+    if name in ("models", "samplers", "train", "data", "viz", "metrics", "likelihood", "experiment", "guidance",
+                "evaluation"):
         return importlib.import_module(f"jaxscore.{name}")
     if name in ("sample", "sample_in_batches"):
         return getattr(importlib.import_module("jaxscore.samplers"), name)
