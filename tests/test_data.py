@@ -25,13 +25,11 @@ from jaxscore.data.images import (
     resize_images,
 )
 from jaxscore.data.pipeline import (
-    BatchIterator,
     batch_at_step,
     batch_indices,
     dequantize_images,
     epoch_permutation,
     scale_images,
-    shard_for_pmap,
     unscale_images,
 )
 
@@ -457,56 +455,3 @@ def test_batch_argument_errors():
         batch_at_step({"images": ds["images"].astype(np.float32)}, 0, global_batch_size=8, seed=0)
     with pytest.raises(ValueError, match=r"labels.*\(10,\)"):
         check_dataset({"images": ds["images"], "labels": np.zeros(3, np.int32)})
-
-
-@pytest.mark.parametrize("prefetch", [0, 3])
-def test_iterator_resume_matches(prefetch):
-    ds = _indexed_dataset(23)
-    kw = dict(global_batch_size=4, seed=2, flip=True, dequantize=True)
-    with BatchIterator(ds, 0, num_steps=12, prefetch=prefetch, **kw) as it:
-        first = [next(it) for _ in range(5)]
-        assert it.state == 5
-        rest = list(it)
-        assert it.state == 12
-    with BatchIterator(ds, 5, num_steps=7, prefetch=prefetch, **kw) as resumed:  # "restart" from the saved state
-        again = list(resumed)
-    assert len(rest) == len(again) == 7
-    for x, y, s in zip(rest, again, range(5, 12)):
-        ref = batch_at_step(ds, s, **kw)
-        for key in ("images", "labels"):
-            np.testing.assert_array_equal(x[key], y[key])
-            np.testing.assert_array_equal(x[key], ref[key])
-    assert len(first) == 5
-
-
-def test_iterator_map_fn_and_errors():
-    ds = _indexed_dataset(16)
-    with BatchIterator(ds, global_batch_size=8, seed=0, prefetch=2, map_fn=lambda b: shard_for_pmap(b, 4)) as it:
-        b = next(it)
-    assert b["images"].shape == (4, 2, 4, 5, 3) and b["labels"].shape == (4, 2)
-
-    def boom(batch):
-        raise RuntimeError("map_fn failed")
-
-    it = BatchIterator(ds, global_batch_size=8, seed=0, prefetch=2, map_fn=boom)
-    with pytest.raises(RuntimeError, match="map_fn failed"):
-        next(it)
-    it.close()
-    with pytest.raises(ValueError, match="not divisible"):
-        BatchIterator(ds, global_batch_size=6, seed=0, process_count=4)
-
-
-def test_shard_for_pmap():
-    batch = {"images": np.arange(24, dtype=np.float32).reshape(8, 3), "labels": np.arange(8)}
-    out = shard_for_pmap(batch, 4)
-    assert out["images"].shape == (4, 2, 3)
-    np.testing.assert_array_equal(out["images"][1, 0], batch["images"][2])
-    np.testing.assert_array_equal(out["labels"], np.arange(8).reshape(4, 2))
-    msg = r"\['images'\]: batch axis of size 8 is not divisible by num_local_devices=3"
-    with pytest.raises(ValueError, match=msg):
-        shard_for_pmap(batch, 3)
-    # shapes usable by pmap over the (fake) local devices
-    d = jax.local_device_count()
-    per = shard_for_pmap({"x": np.ones((2 * d, 2), np.float32)}, d)
-    summed = jax.pmap(lambda b: b["x"].sum())(per)
-    np.testing.assert_allclose(np.asarray(summed), np.full(d, 4.0))

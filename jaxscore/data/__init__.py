@@ -10,7 +10,7 @@ from jaxscore.data.images import (
     load_image_folder,
     load_mnist_idx,
 )
-from jaxscore.data.pipeline import BatchIterator, batch_at_step, scale_images, shard_for_pmap, unscale_images
+from jaxscore.data.pipeline import batch_at_step, scale_images, unscale_images
 from jaxscore.data.toy import (
     GaussianMixture,
     gaussian,
@@ -21,8 +21,8 @@ from jaxscore.data.toy import (
 )
 
 __all__ = [
-    "DATASET_NAMES", "BatchIterator", "GaussianMixture", "batch_at_step", "check_dataset", "gaussian",
+    "DATASET_NAMES", "GaussianMixture", "batch_at_step", "check_dataset", "gaussian",
     "gaussian_mixture", "grid_mixture", "load_array_file", "load_cifar10_binary", "load_dataset", "load_digits",
-    "load_image_folder", "load_mnist_idx", "random_mixture", "ring_mixture", "scale_images", "shard_for_pmap",
+    "load_image_folder", "load_mnist_idx", "random_mixture", "ring_mixture", "scale_images",
     "unscale_images",
 ]

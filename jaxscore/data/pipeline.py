@@ -24,9 +24,7 @@ evaluation: the continuous density on :math:`[0,1)^D` of :math:`(k+u)/256`).
 from __future__ import annotations
 
 import functools
-import queue
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -34,13 +32,11 @@ import numpy as np
 from jaxscore.data.images import check_dataset
 
 __all__ = [
-    "BatchIterator",
     "batch_at_step",
     "batch_indices",
     "dequantize_images",
     "epoch_permutation",
     "scale_images",
-    "shard_for_pmap",
     "unscale_images",
 ]
 
@@ -245,188 +241,3 @@ def batch_at_step(
     if labels is not None:
         batch["labels"] = labels[idx]
     return batch
-
-
-def shard_for_pmap(batch, num_local_devices: int):
-    """Reshape every leaf's leading axis ``[B, ...] -> [D, B/D, ...]`` for ``jax.pmap`` over D devices.
-
-    ``batch`` is any pytree (dict of arrays); raises ``ValueError`` naming the leaf when ``B``
-    is not divisible by ``D``.
-    """
-    import jax  # only for pytree traversal
-
-    D = int(num_local_devices)
-    if D < 1:
-        raise ValueError(f"num_local_devices: expected a positive int, got {num_local_devices!r}.")
-
-    def reshape(path, leaf):
-        name = jax.tree_util.keystr(path) or "batch"
-        shape = getattr(leaf, "shape", None)
-        if shape is None or len(shape) == 0:
-            raise ValueError(
-                f"{name}: expected an array with a leading batch axis, got {type(leaf).__name__} {shape}."
-            )
-        if shape[0] % D:
-            raise ValueError(
-                f"{name}: batch axis of size {shape[0]} is not divisible by num_local_devices={D}; "
-                f"use a per-host batch size that is a multiple of {D}."
-            )
-        return leaf.reshape((D, shape[0] // D) + tuple(shape[1:]))
-
-    return jax.tree_util.tree_map_with_path(reshape, batch)
-
-
-# --------------------------------------------------------------------------------------
-# Iterator with optional background prefetch
-# --------------------------------------------------------------------------------------
-
-
-def _make_batch(dataset, kwargs, map_fn, step):
-    batch = batch_at_step(dataset, step, **kwargs)
-    return map_fn(batch) if map_fn is not None else batch
-
-
-def _put(q: queue.Queue, stop: threading.Event, item) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _prefetch_worker(q, stop, make, step, stop_step) -> None:
-    try:
-        while not stop.is_set() and (stop_step is None or step < stop_step):
-            if not _put(q, stop, (step, make(step))):
-                return
-            step += 1
-        _put(q, stop, _END)
-    except BaseException as err:  # re-raised in the consumer
-        _put(q, stop, _Failure(err))
-
-
-class _Failure:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-_END = object()
-
-
-class BatchIterator:
-    """Iterate ``batch_at_step(dataset, s, **kw)`` for ``s = start_step, start_step+1, …``.
-
-    ``state`` is the next step to be returned (an int: save it with the checkpoint and pass
-    it back as ``start_step`` to resume exactly). ``num_steps``: stop after that many
-    batches (``None``: endless). ``prefetch > 0`` computes up to that many batches ahead in a
-    daemon thread through a bounded queue (errors are re-raised in the consumer);
-    ``map_fn`` (e.g. ``lambda b: shard_for_pmap(b, n_dev)`` or ``jax.device_put``) is applied
-    to each batch, in the thread when prefetching. Use as a context manager, or call
-    :meth:`close`, to stop the thread.
-    """
-
-    def __init__(
-        self,
-        dataset: Mapping[str, Any],
-        start_step: int = 0,
-        *,
-        global_batch_size: int,
-        seed: int,
-        process_index: int = 0,
-        process_count: int = 1,
-        flip: bool = False,
-        dequantize: bool = False,
-        shuffle: bool = True,
-        num_steps: int | None = None,
-        prefetch: int = 0,
-        map_fn: Callable[[dict], Any] | None = None,
-    ):
-        self._dataset = check_dataset(dataset)
-        _check_seed_step(seed, start_step)
-        self._kwargs = dict(
-            global_batch_size=global_batch_size,
-            seed=seed,
-            process_index=process_index,
-            process_count=process_count,
-            flip=flip,
-            dequantize=dequantize,
-            shuffle=shuffle,
-        )
-        # validate batch/process arguments now rather than on the first next()
-        index_kwargs = {k: v for k, v in self._kwargs.items() if k not in ("flip", "dequantize")}
-        batch_indices(self._dataset["images"].shape[0], start_step, **index_kwargs)
-        self._next_step = int(start_step)
-        self._stop_step = None if num_steps is None else int(start_step) + int(num_steps)
-        self._map_fn = map_fn
-        self._prefetch = int(prefetch)
-        if self._prefetch < 0:
-            raise ValueError(f"prefetch: expected >= 0, got {prefetch}.")
-        self._queue: queue.Queue | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if self._prefetch > 0:
-            self._queue = queue.Queue(maxsize=self._prefetch)
-            # the thread holds no reference to self, so dropping the iterator stops it (__del__)
-            make = functools.partial(_make_batch, self._dataset, self._kwargs, map_fn)
-            self._thread = threading.Thread(
-                target=_prefetch_worker,
-                args=(self._queue, self._stop, make, self._next_step, self._stop_step),
-                daemon=True,
-            )
-            self._thread.start()
-
-    @property
-    def state(self) -> int:
-        """The step of the next batch this iterator will return."""
-        return self._next_step
-
-    def _make(self, step: int):
-        return _make_batch(self._dataset, self._kwargs, self._map_fn, step)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._stop_step is not None and self._next_step >= self._stop_step:
-            raise StopIteration
-        if self._queue is None:
-            batch = self._make(self._next_step)
-        else:
-            if self._stop.is_set():
-                raise RuntimeError("BatchIterator is closed.")
-            item = self._queue.get()
-            if item is _END:
-                raise StopIteration
-            if isinstance(item, _Failure):
-                self.close()
-                raise item.error
-            step, batch = item
-            assert step == self._next_step, (step, self._next_step)
-        self._next_step += 1
-        return batch
-
-    def close(self) -> None:
-        """Stop the prefetch thread (if any) and drop the queued batches."""
-        self._stop.set()
-        if self._thread is not None:
-            while True:  # unblock a worker waiting on a full queue
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            self._thread.join(timeout=5.0)
-            self._thread = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self._stop.set()
-        except Exception:
-            pass
