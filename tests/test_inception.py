@@ -252,9 +252,10 @@ def relative_max_error(got, reference) -> float:
 
 
 # Tolerance: both sides compute in float32 but sum the ~94 convolutions in different orders
-# (oneDNN vs XLA) and fold BatchNorm differently; rounding differences of ~1e-7 per layer grow to
-# ~1e-6 relative at pool3. 1e-4 of the feature scale is far below any effect of a wrong layer,
-# padding, pool or BN mapping (those change features by O(1) relative).
+# (oneDNN vs XLA) and fold BatchNorm differently; measured: 3e-7..1.3e-6 relative at pool3 and
+# logits. 1e-4 of the feature scale is far below the effect of any wrong detail (measured with
+# the same weights: average instead of max pool in Mixed_7c 0.2, count_include_pad=True 0.05,
+# antialiased downsampling 0.27).
 PARITY_RTOL = 1e-4
 
 

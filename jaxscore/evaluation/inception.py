@@ -261,6 +261,21 @@ class InceptionE(nn.Module):
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
+class ClassifierHead(nn.Module):
+    """``pool3 @ kernel (+ bias)``; ``kernel: [2048, 1008]`` and ``bias: [1008]`` are always stored."""
+
+    num_classes: int
+    add_bias: bool
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, pool3: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (pool3.shape[-1], self.num_classes))
+        bias = self.param("bias", nn.initializers.zeros, (self.num_classes,))
+        logits = jnp.dot(pool3, kernel, precision=self.precision)
+        return logits + bias if self.add_bias else logits
+
+
 class FIDInceptionV3(nn.Module):
     r"""pytorch-fid's FID Inception-v3 plus its 1008-way classifier, NHWC, inference only.
 
@@ -285,15 +300,15 @@ class FIDInceptionV3(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = to_rgb(check_images(images))
-        if self.resize_to is not None:
+        if self.resize_to is not None and x.shape[1:3] != (self.resize_to, self.resize_to):
             x = bilinear_resize(x, self.resize_to, self.resize_to)
         if min(x.shape[1:3]) < MIN_INPUT_SIZE:
             raise ValueError(
                 f"FID Inception-v3: the network needs H, W >= {MIN_INPUT_SIZE} after resizing, got "
                 f"{tuple(x.shape[1:3])} (resize_to={self.resize_to})."
             )
-        conv = functools.partial(BasicConv, precision=self.precision)
-        p = self.precision
+        precision = self.precision
+        conv = functools.partial(BasicConv, precision=precision)
         x = conv(32, (3, 3), strides=2, name="Conv2d_1a_3x3")(x)  # 149
         x = conv(32, (3, 3), name="Conv2d_2a_3x3")(x)  # 147
         x = conv(64, (3, 3), padding=(1, 1), name="Conv2d_2b_3x3")(x)  # 147
@@ -301,35 +316,20 @@ class FIDInceptionV3(nn.Module):
         x = conv(80, (1, 1), name="Conv2d_3b_1x1")(x)
         x = conv(192, (3, 3), name="Conv2d_4a_3x3")(x)  # 71
         x = max_pool_3x3_stride2(x)  # 35
-        x = InceptionA(32, precision=p, name="Mixed_5b")(x)  # 256 channels
-        x = InceptionA(64, precision=p, name="Mixed_5c")(x)  # 288
-        x = InceptionA(64, precision=p, name="Mixed_5d")(x)  # 288
-        x = InceptionB(precision=p, name="Mixed_6a")(x)  # 17 x 17 x 768
-        x = InceptionC(128, precision=p, name="Mixed_6b")(x)
-        x = InceptionC(160, precision=p, name="Mixed_6c")(x)
-        x = InceptionC(160, precision=p, name="Mixed_6d")(x)
-        x = InceptionC(192, precision=p, name="Mixed_6e")(x)
-        x = InceptionD(precision=p, name="Mixed_7a")(x)  # 8 x 8 x 1280
-        x = InceptionE("avg", precision=p, name="Mixed_7b")(x)  # 2048
-        x = InceptionE("max", precision=p, name="Mixed_7c")(x)  # 2048
+        x = InceptionA(32, precision=precision, name="Mixed_5b")(x)  # 256 channels
+        x = InceptionA(64, precision=precision, name="Mixed_5c")(x)  # 288
+        x = InceptionA(64, precision=precision, name="Mixed_5d")(x)  # 288
+        x = InceptionB(precision=precision, name="Mixed_6a")(x)  # 17 x 17 x 768
+        x = InceptionC(128, precision=precision, name="Mixed_6b")(x)
+        x = InceptionC(160, precision=precision, name="Mixed_6c")(x)
+        x = InceptionC(160, precision=precision, name="Mixed_6d")(x)
+        x = InceptionC(192, precision=precision, name="Mixed_6e")(x)
+        x = InceptionD(precision=precision, name="Mixed_7a")(x)  # 8 x 8 x 1280
+        x = InceptionE("avg", precision=precision, name="Mixed_7b")(x)  # 2048
+        x = InceptionE("max", precision=precision, name="Mixed_7c")(x)  # 2048
         pool3 = jnp.mean(x, axis=(1, 2))  # adaptive average pool to 1 x 1
-        logits = ClassifierHead(NUM_CLASSES, self.logits_bias, precision=p, name="fc")(pool3)
+        logits = ClassifierHead(NUM_CLASSES, self.logits_bias, precision=precision, name="fc")(pool3)
         return pool3, logits
-
-
-class ClassifierHead(nn.Module):
-    """``pool3 @ kernel (+ bias)``; ``kernel: [2048, 1008]`` and ``bias: [1008]`` are always stored."""
-
-    num_classes: int
-    add_bias: bool
-    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
-
-    @nn.compact
-    def __call__(self, pool3: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (pool3.shape[-1], self.num_classes))
-        bias = self.param("bias", nn.initializers.zeros, (self.num_classes,))
-        logits = jnp.dot(pool3, kernel, precision=self.precision)
-        return logits + bias if self.add_bias else logits
 
 
 # ---------------------------------------------------------------------------------------------
