@@ -108,13 +108,16 @@ def read_metrics(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def save_metric_curve(metrics_path: str, path: str, keys: Sequence[str], *, ylabel: str, log: bool = False) -> str | None:
+def save_metric_curve(metrics_path: str, path: str, keys: Sequence[str], *, ylabel: str, log: bool = False,
+                      labels: Sequence[str] | None = None) -> str | None:
     """Plot ``keys`` of a metrics JSONL file against ``step`` with markers (a single evaluation
-    shows as a point); returns ``None`` (no file) when no row has any of the keys."""
+    shows as a point), legend ``labels`` (default the keys); returns ``None`` (no file) when no
+    row has any of the keys."""
     rows = read_metrics(metrics_path) if os.path.exists(metrics_path) else []
     series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float)) and np.isfinite(r[k])]
               for k in keys}
-    series = {k: pts for k, pts in series.items() if pts}
+    names = dict(zip(keys, labels or keys))
+    series = {names[k]: pts for k, pts in series.items() if pts}
     if not series:
         return None
     plt = _plt()
@@ -140,7 +143,8 @@ def save_training_curves(metrics_path: str, workdir: str) -> list[str]:
     written = [save_metric_curve(metrics_path, os.path.join(workdir, "loss.png"), ("loss", "eval/loss"),
                                  ylabel="loss", log=True),
                save_metric_curve(metrics_path, os.path.join(workdir, "fid.png"),
-                                 ("sample_quality/fid", "sample_quality/fid_floor"), ylabel="FID")]
+                                 ("sample_quality/fid", "sample_quality/fid_floor"), ylabel="FID",
+                                 labels=("EMA samples", "floor: as many real images of the other split"))]
     return [p for p in written if p]
 
 
