@@ -51,8 +51,9 @@ def main(argv=None) -> None:
     print(f"parameters: {param_count(params)}")
     print(f"file size: {os.path.getsize(args.out)} bytes")
     print(f"training time: {seconds:.1f} s (compile included; {jax.device_count()} {jax.default_backend()} device(s))")
-    print(f"train accuracy: {accuracy(reloaded, train['images'], train['labels']):.4f} ({train['images'].shape[0]} images)")
-    print(f"test accuracy:  {accuracy(reloaded, test['images'], test['labels']):.4f} ({test['images'].shape[0]} images)")
+    for name, split in (("train", train), ("test", test)):
+        acc = accuracy(reloaded, split["images"], split["labels"])
+        print(f"{name} accuracy: {acc:.4f} ({split['images'].shape[0]} images)")
 
 
 if __name__ == "__main__":

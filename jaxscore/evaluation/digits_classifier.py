@@ -45,7 +45,6 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
 from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -101,7 +100,8 @@ class ClassifierSpec:
 
     Adam (peak ``learning_rate``, linear warm-up over ``warmup_steps``, cosine decay to 0 at
     ``steps``) on cross-entropy, batches of ``batch_size``; augmentation by :func:`random_affine`
-    with ``max_shift`` (pixels), ``max_rotation`` (radians), ``max_scale`` (relative). The spec (with ``seed`` and ``steps``) is hashed into the MNIST cache key.
+    with ``max_shift`` (pixels), ``max_rotation`` (radians), ``max_scale`` (relative). The spec
+    (with ``seed`` and ``steps``) is hashed into the MNIST cache key.
     """
 
     image_size: int
@@ -216,39 +216,59 @@ def batch_order(n: int, steps: int, batch_size: int, seed: int) -> np.ndarray:
     return np.concatenate(order)[:steps].astype(np.int32)
 
 
-def random_affine(images: Array, key: Array, max_shift: float, max_rotation: float, max_scale: float) -> Array:
-    r"""Warp each image of ``[B, H, W, C]`` by its own random similarity transform, bilinearly.
+def affine_warp(images: Array, shift: Array, angle: Array, log_scale: Array) -> Array:
+    r"""Warp each image of ``[B, H, W, C]`` by its own similarity transform, bilinearly.
 
-    Output pixel :math:`p` reads the input at :math:`c + R(-\theta)(p - c - d)/s` (``c`` the centre),
-    with :math:`d \sim U[-\text{max\_shift}, \text{max\_shift}]^2` pixels,
-    :math:`\theta \sim U[-\text{max\_rotation}, \text{max\_rotation}]` radians and
-    :math:`\log s \sim U[-\log(1+\text{max\_scale}), \log(1+\text{max\_scale})]`; pixels from
-    outside the image are background (-1).
+    Output pixel :math:`p = (\text{row}, \text{col})` reads the input at
+    :math:`c + R(-\theta)(p - c - d)\,e^{-\log s}`, :math:`c` the image centre, for ``shift``
+    :math:`d` ``[B, 2]`` (pixels), ``angle`` :math:`\theta` ``[B]`` (radians, counter-clockwise as
+    ``np.rot90``) and ``log_scale`` ``[B]``. Pixels read from outside the image are background (-1).
     """
     b, h, w, c = images.shape
-    k_shift, k_rot, k_scale = jax.random.split(key, 3)
-    shift = jax.random.uniform(k_shift, (b, 2), minval=-max_shift, maxval=max_shift)
-    theta = jax.random.uniform(k_rot, (b,), minval=-max_rotation, maxval=max_rotation)
-    log_s = jnp.log1p(max_scale) * jax.random.uniform(k_scale, (b,), minval=-1.0, maxval=1.0)
     centre = jnp.array([(h - 1) / 2, (w - 1) / 2])
     grid = jnp.stack(jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij"), axis=-1).reshape(-1, 2)
 
-    def warp(image, d, angle, ls):
-        cos, sin = jnp.cos(angle), jnp.sin(angle)
-        inverse = jnp.array([[cos, sin], [-sin, cos]]) * jnp.exp(-ls)
+    def warp(image, d, theta, ls):
+        cos, sin = jnp.cos(theta), jnp.sin(theta)
+        inverse = jnp.array([[cos, sin], [-sin, cos]]) * jnp.exp(-ls)  # R(-theta) / s
         coords = centre + (grid - centre - d) @ inverse.T  # [H*W, 2]
-        def channel(plane):
-            return jax.scipy.ndimage.map_coordinates(plane, [coords[:, 0], coords[:, 1]], order=1, cval=-1.0)
-        return jax.vmap(channel, in_axes=-1, out_axes=-1)(image).reshape(h, w, c)
 
-    return jax.vmap(warp)(images, shift, theta, log_s)
+        def plane(channel):
+            return jax.scipy.ndimage.map_coordinates(channel, [coords[:, 0], coords[:, 1]], order=1, cval=-1.0)
+
+        return jax.vmap(plane, in_axes=-1, out_axes=-1)(image).reshape(h, w, c)
+
+    return jax.vmap(warp)(images, shift, angle, log_scale)
 
 
-def _optimizer(spec: ClassifierSpec, steps: int) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, spec.learning_rate, min(spec.warmup_steps, max(steps - 1, 1)), max(steps, 2)
-    )
-    return optax.adam(schedule)
+def random_affine(images: Array, key: Array, max_shift: float, max_rotation: float, max_scale: float) -> Array:
+    r""":func:`affine_warp` with per-image :math:`d \sim U[-\text{max\_shift}, \text{max\_shift}]^2`,
+    :math:`\theta \sim U[-\text{max\_rotation}, \text{max\_rotation}]`,
+    :math:`\log s \sim U[-\log(1+\text{max\_scale}), \log(1+\text{max\_scale})]`."""
+    b = images.shape[0]
+    k_shift, k_rot, k_scale = jax.random.split(key, 3)
+    shift = jax.random.uniform(k_shift, (b, 2), minval=-max_shift, maxval=max_shift)
+    angle = jax.random.uniform(k_rot, (b,), minval=-max_rotation, maxval=max_rotation)
+    log_scale = jnp.log1p(max_scale) * jax.random.uniform(k_scale, (b,), minval=-1.0, maxval=1.0)
+    return affine_warp(images, shift, angle, log_scale)
+
+
+def learning_rate(step, steps, spec: ClassifierSpec) -> Array:
+    r"""Adam's step size at ``step`` (0-based) of ``steps``: linear warm-up from 0 over
+    :math:`w = \min(\text{warmup\_steps}, \text{steps} - 1)` steps, then cosine decay to 0,
+
+    .. math:: \eta_k = \eta\,k/w \;(k < w), \qquad
+              \eta_k = \tfrac{\eta}{2}\big(1 + \cos(\pi \min(k - w, D)/D)\big), \; D = \max(\text{steps} - w, 1),
+
+    as ``optax.warmup_cosine_decay_schedule(0, learning_rate, w, steps)``, written out so that
+    ``steps`` may be traced (one compiled train step serves every run length).
+    """
+    step = jnp.asarray(step, jnp.float32)
+    steps = jnp.asarray(steps, jnp.float32)
+    warmup = jnp.clip(steps - 1.0, 1.0, float(spec.warmup_steps))
+    decay = jnp.maximum(steps - warmup, 1.0)
+    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(step - warmup, decay) / decay))
+    return spec.learning_rate * jnp.where(step < warmup, step / warmup, cosine)
 
 
 def _cross_entropy(params, spec: ClassifierSpec, images, labels):
@@ -256,15 +276,24 @@ def _cross_entropy(params, spec: ClassifierSpec, images, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "steps"), donate_argnums=(0, 1))
-def _train_step(params, opt_state, images_u8, labels, batch, index, key, *, spec: ClassifierSpec, steps: int):
-    """One Adam step on the examples ``batch`` (indices) of the uint8 training set, augmented with
-    the key ``fold_in(key, index)``."""
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _init_state(key, *, spec: ClassifierSpec):
+    """Initial ``(params, adam_state)``, compiled as one program (eager init is slower on CPU)."""
+    params = spec.module().init(key, jnp.zeros((1, spec.image_size, spec.image_size, 1), jnp.float32))
+    return params, optax.scale_by_adam().init(params)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnums=(0, 1))
+def _train_step(params, adam_state, images_u8, labels, batch, index, steps, key, *, spec: ClassifierSpec):
+    """One Adam step (:func:`learning_rate` at ``index`` of ``steps``) on the examples ``batch``
+    (indices) of the uint8 training set, augmented with the key ``fold_in(key, index)``."""
     x = images_u8[batch].astype(jnp.float32) / 127.5 - 1.0
     x = random_affine(x, jax.random.fold_in(key, index), spec.max_shift, spec.max_rotation, spec.max_scale)
     loss, grads = jax.value_and_grad(_cross_entropy)(params, spec, x, labels[batch])
-    updates, opt_state = _optimizer(spec, steps).update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    directions, adam_state = optax.scale_by_adam().update(grads, adam_state)
+    step_size = learning_rate(index, steps, spec)
+    params = jax.tree.map(lambda p, d: p - step_size * d, params, directions)
+    return params, adam_state, loss
 
 
 def train_digits_classifier(
@@ -284,14 +313,13 @@ def train_digits_classifier(
         raise ValueError(f"steps: expected a positive number of steps, got {steps}.")
     order = batch_order(images.shape[0], steps, spec.batch_size, seed)
     init_key, step_key = jax.random.split(jax.random.key(seed))
-    params = spec.module().init(init_key, jnp.zeros((1, image_size, image_size, 1), jnp.float32))
-    opt_state = _optimizer(spec, steps).init(params)
+    params, adam_state = _init_state(init_key, spec=spec)
     images, labels = jnp.asarray(images), jnp.asarray(labels)
     # A Python loop over one jitted step: on XLA:CPU a lax.scan over this step (conv gradients
     # inside a while loop) ran 20-30x slower per step (80 vs 3 ms for the digits net).
     for index in range(steps):
-        params, opt_state, _ = _train_step(
-            params, opt_state, images, labels, order[index], np.int32(index), step_key, spec=spec, steps=steps
+        params, adam_state, _ = _train_step(
+            params, adam_state, images, labels, order[index], np.int32(index), np.int32(steps), step_key, spec=spec
         )
     return jax.device_get(params)
 
@@ -315,7 +343,9 @@ def save_classifier(path, params: Params, image_size: int) -> None:
     expected = _expected_shapes(classifier_spec(image_size))
     got = {k: tuple(np.shape(v)) for k, v in flat.items()}
     if got != expected:
-        raise ValueError(f"params: expected the {image_size}x{image_size} classifier's parameters {expected}, got {got}.")
+        raise ValueError(
+            f"params: expected the {image_size}x{image_size} classifier's parameters {expected}, got {got}."
+        )
     arrays = {k: np.asarray(v, np.float32) for k, v in flat.items()}
     arrays["image_size"] = np.asarray(image_size, np.int64)
     arrays["format_version"] = np.asarray(WEIGHTS_FORMAT_VERSION, np.int64)
@@ -505,9 +535,11 @@ __all__ = [
     "DIGITS_SPEC",
     "DigitsClassifier",
     "FEATURE_DIM",
+    "learning_rate",
     "MNIST_SPEC",
     "SHIPPED_WEIGHTS",
     "accuracy",
+    "affine_warp",
     "batch_order",
     "classifier_spec",
     "default_cache_dir",
