@@ -291,3 +291,24 @@ def test_mnist_extractor_needs_exactly_one_data_source(fake_mnist, tmp_path):
         mnist_extractor(images, labels, data_path=tmp_path, cache_dir=tmp_path)
     with pytest.raises(ValueError, match=r"expected shape \[N, 28, 28, 1\]"):
         mnist_extractor(images[:, :8, :8], labels, cache_dir=tmp_path)
+
+
+def test_features_have_unit_scale_and_rescaling_keeps_logits(digits, shipped):
+    """Shipped features: mean per-dimension variance 1 on the train digits (KID's cubic kernel
+    assumes x.y/F = O(1)); rescaling the feature layer changes no logit."""
+    from jaxscore.evaluation.digits_classifier import DIGITS_SPEC, unit_feature_scale
+
+    train, test = digits
+    feats = _features(shipped, train["images"]).astype(np.float64)
+    assert np.mean(np.var(feats, axis=0, ddof=1)) == pytest.approx(1.0, rel=1e-4)
+    params = load_classifier(SHIPPED_WEIGHTS, 8)
+    doubled = jax.tree.map(lambda a: a, params)
+    doubled["params"]["Dense_0"] = {k: v * 2.0 for k, v in params["params"]["Dense_0"].items()}
+    doubled["params"]["Dense_1"] = {"kernel": params["params"]["Dense_1"]["kernel"] / 2.0,
+                                    "bias": params["params"]["Dense_1"]["bias"]}
+    restored = unit_feature_scale(doubled, train["images"], DIGITS_SPEC)
+    x = _scale(test["images"])
+    np.testing.assert_allclose(np.asarray(digits_extractor(restored)(x)[1]), np.asarray(shipped(x)[1]),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(digits_extractor(restored)(x)[0]), np.asarray(shipped(x)[0]),
+                               rtol=1e-4, atol=1e-4)

@@ -325,7 +325,26 @@ def train_digits_classifier(
         params, adam_state, _ = _train_step(
             params, adam_state, images, labels, order[index], np.int32(index), np.int32(steps), step_key, spec=spec
         )
-    return jax.device_get(params)
+    return unit_feature_scale(jax.device_get(params), images, spec)
+
+
+def unit_feature_scale(params: Params, images, spec: ClassifierSpec) -> Params:
+    r"""Rescale the feature layer so the features of ``images`` have mean per-dimension variance 1.
+
+    With :math:`c = (	frac1F \mathrm{tr}\,\mathrm{Cov}[f])^{-1/2}` the feature layer becomes
+    :math:`c\,(W_f h + b_f)` and the logit layer :math:`W_o / c`; since
+    :math:`\mathrm{relu}(c f) = c\,\mathrm{relu}(f)` for :math:`c > 0`, the logits (and accuracy) do
+    not change. Unit-scale features put the metrics on the scale they have for Inception features:
+    KID's kernel :math:`(x \cdot y / F + 1)^3` assumes :math:`x \cdot y / F = O(1)`, and a
+    Fréchet distance reads in units of the data's own feature variance.
+    """
+    feats = np.concatenate([np.asarray(_apply(params, jnp.asarray(images[i:i + 512], jnp.float32) / 127.5 - 1.0, spec)[0],
+                                       np.float64) for i in range(0, len(images), 512)])
+    c = float(1.0 / np.sqrt(np.mean(np.var(feats, axis=0, ddof=1))))
+    dense_f, dense_o = params["params"]["Dense_0"], params["params"]["Dense_1"]
+    scaled = {"Dense_0": {k: np.asarray(v * c, v.dtype) for k, v in dense_f.items()},
+              "Dense_1": {"kernel": np.asarray(dense_o["kernel"] / c, dense_o["kernel"].dtype), "bias": dense_o["bias"]}}
+    return {"params": {**params["params"], **scaled}}
 
 
 # --------------------------------------------------------------------------------------
