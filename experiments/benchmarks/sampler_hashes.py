@@ -7,6 +7,9 @@ steps=8)`` (``annealed_langevin`` with ``n_steps_each=3``) where ``score_fn`` is
 that refuses an SDE (annealed Langevin needs a variance-exploding one) records ``"error: <Type>"``
 instead, so a change in what it accepts also shows. It also hashes
 
+* ``sample_options/vp/<label>``: the samplers with non-default options (:data:`VARIANTS`: higher /
+  lower orders, final correctors, explicit grids, ``x_init``, trajectories) on the VP SDE, hashing
+  the samples and, where returned, the trajectory;
 * ``sde_methods/<sde>``: marginal_coefs, log_snr, t_from_log_snr, sigma_ratio, t_from_sigma_ratio,
   drift, diffusion, transition_coefs, discretize, prior_log_prob and denoise on a fixed grid;
 * ``continuous_dsm_loss``: the loss values of every SDE x parameterization x weighting (one hash);
@@ -47,13 +50,41 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results", "sampler_hashes.jso
 SHAPE = (64, 2)
 STEPS = 8
 OPTIONS = {"annealed_langevin": {"n_steps_each": 3}}
+_GRID = (1.0, 0.7, 0.4, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001)  # an explicit grid of STEPS + 1 times
+_X_INIT = np.linspace(-2.0, 2.0, SHAPE[0] * SHAPE[1], dtype=np.float32).reshape(SHAPE)
+VARIANTS = {  # label -> (sampler, options); run on the VP SDE (annealed Langevin on VE)
+    "unipc_order1": ("unipc", {"order": 1}),
+    "unipc_order3": ("unipc", {"order": 3}),
+    "unipc_final_corrector": ("unipc", {"order": 3, "final_corrector": True, "lower_order_final": False}),
+    "unip_alone": ("unipc", {"corrector": False}),
+    "dpmpp_3m_no_lower_order_final": ("dpmpp_3m", {"lower_order_final": False}),
+    "dpmpp_2m_power_tmin": ("dpmpp_2m", {"grid": "power", "rho": 1.75, "t_min": 5e-3}),
+    "dpmpp_2m_trajectory": ("dpmpp_2m", {"return_info": True, "return_trajectory": True, "denoise": True}),
+    "dpmpp_2m_sde_final_noise": ("dpmpp_2m_sde", {"final_noise": True, "lower_order_final": False}),
+    "ddim_eta": ("ddim", {"eta": 0.5}),
+    "ddim_x_init": ("ddim", {"x_init": _X_INIT}),
+    "euler_maruyama_explicit_grid": ("euler_maruyama", {"grid": _GRID}),
+    "unipc_explicit_grid": ("unipc", {"grid": _GRID, "order": 3}),
+    "heun_lower_order_final_denoise": ("heun", {"lower_order_final": True, "denoise": True}),
+    "edm_stochastic_lower_order_final": ("edm_stochastic", {"lower_order_final": True, "S_churn": 10.0}),
+    "pc_langevin_only": ("pc", {"predictor": "none", "corrector_steps": 2}),
+    "pc_em_snr": ("pc", {"predictor": "euler_maruyama", "step_size": "snr", "final_noise": True}),
+    "pc_ancestral_snr_batch": ("pc", {"predictor": "ancestral", "step_size": "snr_batch"}),
+    "annealed_langevin_final_noise": ("annealed_langevin", {"n_steps_each": 2, "final_noise": False, "_sde": "ve"}),
+    "ode_heun_logsnr_power": ("ode", {"solver": "heun", "grid": "logsnr_power"}),
+    "ode_adaptive": ("ode", {"steps": None, "rtol": 1e-3, "atol": 1e-3}),
+    "ode_euler_trajectory": ("ode", {"solver": "euler", "return_trajectory": True}),
+    "sde_heun_edm": ("sde", {"solver": "heun", "grid": "edm", "denoise": True}),
+    "sde_trajectory": ("sde", {"return_trajectory": 3}),
+}
 INTENTIONALLY_CHANGING: frozenset[str] = frozenset()
 """Samplers being changed on purpose by some issue: a mismatch there is reported, not counted as a
 regression. Empty: issue 10's ode/sde key change is in the baseline (HEAD 77497f7)."""
 
 
 NOTE = ("SHA-256 of float32 outputs (see sampler_hashes.py). Baseline: HEAD 77497f7 after issue 10's "
-        "intentional change of the ode/sde samplers' keys; every hash, ode and sde included, must match.")
+        "intentional change of the ode/sde samplers' keys (sample_options/* recorded with the same "
+        "HEAD 77497f7 code); every hash, ode and sde included, must match.")
 
 
 def sdes() -> dict:
@@ -74,6 +105,16 @@ def sampler_hash(name: str, sde, score_fn) -> str:
     except Exception as err:  # a refusal is a fact to guard too
         return f"error: {type(err).__name__}"
     return sha256(jax.block_until_ready(x))
+
+
+def variant_hash(label: str, cases: dict) -> str:
+    name, options = VARIANTS[label]
+    options = dict(options)
+    sde = cases[options.pop("_sde", "vp")]
+    steps = options.pop("steps", STEPS)
+    out = js.sample(jax.random.key(0), ring_mixture().score_fn(sde), sde, SHAPE, sampler=name, steps=steps, **options)
+    x, info = out if isinstance(out, tuple) else (out, {})
+    return sha256(*jax.block_until_ready([x, *([info["trajectory"]] if "trajectory" in info else [])]))
 
 
 def sde_method_hash(sde) -> str:
@@ -122,13 +163,15 @@ def compute() -> dict[str, str]:
             hashes[f"sample/{sde_name}/{name}"] = sampler_hash(name, sde, score_fn)
         hashes[f"sde_methods/{sde_name}"] = sde_method_hash(sde)
         hashes[f"log_likelihood/{sde_name}"] = likelihood_hash(sde)
+    for label in VARIANTS:
+        hashes[f"sample_options/vp/{label}"] = variant_hash(label, cases)
     hashes["continuous_dsm_loss"] = loss_hash(cases)
     return hashes
 
 
 def is_intentional(key: str) -> bool:
     parts = key.split("/")
-    return parts[0] == "sample" and parts[-1] in INTENTIONALLY_CHANGING
+    return parts[0] in ("sample", "sample_options") and parts[-1] in INTENTIONALLY_CHANGING
 
 
 def check(hashes: dict[str, str], saved: dict[str, str]) -> int:
