@@ -121,15 +121,18 @@ def test_two_processes_give_the_statistics_and_fid_of_one(tmp_path):
 
 @pytest.mark.slow
 def test_digits_fid_orders_real_trained_untrained_noise(tmp_path):
-    """digits-FID against the training digits, 180 images each: held-out real < samples of a
-    briefly trained model < samples of the untrained model < uniform noise."""
+    """digits-FID against the training digits, 180 images each: held-out real digits < samples of
+    a model trained for half the main job (1500 steps) < both samples of the untrained model and
+    pixel noise (the prior draw x_T ~ N(0, I), and uniform). Untrained vs noise is not ordered:
+    under the digits classifier the untrained U-Net's smooth, nearly constant samples score worse
+    than noise (measured 20.9 against 13.5 Gaussian / 15.9 uniform, unit-scale features)."""
     from jaxscore import cli, experiment
     from jaxscore.evaluation.digits_classifier import digits_extractor
     from short_runs import DIGITS
 
     wd = str(tmp_path / "digits")
-    assert cli.main(["train", "--config", DIGITS, "--workdir", wd, "--config.training.n_iters=600",
-                     "--config.training.eval_every=600", "--config.training.progress=false",
+    assert cli.main(["train", "--config", DIGITS, "--workdir", wd, "--config.training.n_iters=1500",
+                     "--config.training.eval_every=1500", "--config.training.progress=false",
                      "--config.eval.fid_every=0", "--config.sampling.num_samples=4"]) == 0
     config, model, params, sde, shape, _ = experiment.load_run(wd)
     data, extractor = experiment.load_data(config), digits_extractor()
@@ -142,7 +145,9 @@ def test_digits_fid_orders_real_trained_untrained_noise(tmp_path):
                                                sampler="dpmpp_2m", steps=20, batch_size=n), ref)
 
     untrained = jax.jit(experiment.make_init_fn(model, shape))(jax.random.key(1))
-    noise = np.random.default_rng(0).integers(0, 256, size=(n, *shape), dtype=np.uint8)
-    fids = [fid_from_stats(stats_of_images(data["test"]["images"], extractor), ref), fid_of_model(params),
-            fid_of_model(untrained), fid_from_stats(stats_of_images(noise, extractor), ref)]
-    assert fids == sorted(fids) and fids[0] < 0.5 * fids[1], fids
+    rng = np.random.default_rng(0)
+    noise = [rng.normal(size=(n, *shape)).astype(np.float32), rng.uniform(-1, 1, (n, *shape)).astype(np.float32)]
+    held_out = fid_from_stats(stats_of_images(data["test"]["images"], extractor), ref)
+    trained = fid_of_model(params)
+    worse = [fid_of_model(untrained)] + [fid_from_stats(stats_of_images(x, extractor), ref) for x in noise]
+    assert held_out < 0.5 * trained and trained < 0.8 * min(worse), (held_out, trained, worse)
