@@ -1,7 +1,7 @@
 r"""Guided and conditional scores, and SDEdit.
 
 Every guide returns a new ``score_fn(x: [B, *D], t: [B]) -> [B, *D]``, so every sampler and the
-likelihood run on it unchanged (the DESIGN contract). Notation: the forward SDE has marginals
+likelihood run on it unchanged (the one contract of the package). Notation: the forward SDE has marginals
 :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`; :math:`s(x, t)` is the unconditional score and
 :math:`\hat x_0(x_t) = (x_t + \sigma_t^2 s(x_t, t))/\alpha_t` Tweedie's posterior mean.
 

@@ -209,7 +209,7 @@ def bits_per_dim(
     **Primary input: integer pixels** ``k`` in ``{0, ..., num_bins-1}`` (e.g. uint8 images,
     [B, *D]). They are dequantised here, :math:`u \sim U[0,1)^D` per example
     (``fold_in(k_deq, i)``), and mapped to the model's scale ``data_range = (lo, hi)``
-    (default (-1, 1), the DESIGN convention):
+    (default (-1, 1), the package's image convention):
 
     .. math:: x = lo + (hi - lo)\,\frac{k + u}{\text{num\_bins}},
        \qquad \Delta = \frac{hi - lo}{\text{num\_bins}} \text{ per dimension (Jacobian)}.

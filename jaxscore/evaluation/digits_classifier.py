@@ -320,7 +320,7 @@ def train_digits_classifier(
     params, adam_state = _init_state(init_key, spec=spec)
     images, labels = jnp.asarray(images), jnp.asarray(labels)
     # A Python loop over one jitted step: on XLA:CPU a lax.scan over this step (conv gradients
-    # inside a while loop) ran 20-30x slower per step (80 vs 3 ms for the digits net).
+    # inside a while loop) runs many times slower per step.
     for index in range(steps):
         params, adam_state, _ = _train_step(
             params, adam_state, images, labels, order[index], np.int32(index), np.int32(steps), step_key, spec=spec
