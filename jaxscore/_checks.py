@@ -63,3 +63,64 @@ def broadcast_to_data(coef: jax.Array, x: jax.Array) -> jax.Array:
     """Reshape a per-example coefficient ``[B]`` so it broadcasts against ``x: [B, *D]``."""
     coef = jnp.asarray(coef)
     return coef.reshape(coef.shape + (1,) * (x.ndim - coef.ndim))
+
+
+# --- one validator per concept: the samplers' and solvers' arguments ------------------------------
+
+def check_steps(steps, *, name: str = "steps", minimum: int = 1, allow_none: bool = False) -> int | None:
+    """A loop length: a Python int >= ``minimum`` (it fixes a compiled loop, so it is static).
+
+    Rule: not an int (a float, bool, string, array) -> ``TypeError``; an int below ``minimum`` ->
+    ``ValueError``; ``None`` -> ``None`` where ``allow_none`` (adaptive solvers), else ``ValueError``.
+    """
+    if steps is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name}: expected an int >= {minimum} (None, adaptive steps, is not supported here), "
+                         f"got None.")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"{name}: expected a Python int (static loop length), got {type(steps).__name__} {steps!r}.")
+    if steps < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {steps}.")
+    return int(steps)
+
+
+def check_choice(name: str, value, choices) -> None:
+    """``value`` must be one of ``choices`` (a ``ValueError`` naming them otherwise)."""
+    if isinstance(value, (list, dict)) or value not in tuple(choices):
+        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}.")
+
+
+def check_shape(shape, *, name: str = "shape") -> tuple[int, ...]:
+    """``(B, *D)``: Python ints, ``B >= 1`` and at least one data axis, all > 0."""
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError as err:
+        raise TypeError(f"{name}: expected a tuple of ints (B, *D), got {shape!r}.") from err
+    if len(shape) < 2 or any(s <= 0 for s in shape):
+        raise ValueError(f"{name}: expected (B, *D) with B >= 1 and at least one data axis, all > 0, got {shape}.")
+    return shape
+
+
+def check_time_interval(t_min, t_max, T, *, name: str = "t_min") -> None:
+    """The times a sampler or solver runs between: ``0 <= t_min < t_max <= T`` (concrete values only;
+    traced ones are not checked). Grids that need a finite log-SNR at ``t_min`` ask ``t_min > 0``
+    themselves (:func:`jaxscore.samplers.grids.time_grid`)."""
+    if not (is_concrete(t_min) and is_concrete(t_max) and is_concrete(T)):
+        return
+    lo, hi, top = float(np.asarray(t_min)), float(np.asarray(t_max)), float(np.asarray(T))
+    if not (0.0 <= lo < hi <= top + 1e-12):
+        raise ValueError(f"{name}: expected 0 <= t_min < t_max <= T = {top}, got t_min={lo}, t_max={hi}.")
+
+
+def check_example_offset(example_offset) -> jax.Array:
+    """Global example index of row 0: a non-negative integer scalar (int or integer array, possibly
+    traced), returned as a uint32 scalar (traced, so a new offset never recompiles)."""
+    if isinstance(example_offset, bool) or not (
+        isinstance(example_offset, (int, np.integer))
+        or (jnp.ndim(example_offset) == 0 and jnp.issubdtype(jnp.result_type(example_offset), jnp.integer))
+    ):
+        raise TypeError(f"example_offset: expected a non-negative integer scalar, got {example_offset!r}.")
+    if isinstance(example_offset, (int, np.integer)) and example_offset < 0:
+        raise ValueError(f"example_offset: expected a non-negative integer, got {example_offset}.")
+    return jnp.asarray(example_offset, jnp.uint32)

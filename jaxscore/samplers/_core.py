@@ -1,5 +1,15 @@
-r"""Pieces shared by the fixed-step samplers: argument checks, batch-size-invariant noise,
-score calls on a scalar time, the compiled step loop and the final (optional) Tweedie step.
+r"""Pieces shared by the fixed-step samplers: the one front every fixed-step sampler has
+(:func:`fixed_step`: argument checks, the time grid resolved once, the prior draw, the optional final
+Tweedie step and ``info``), batch-size-invariant noise, score calls on a scalar time and the
+compiled step loop.
+
+A fixed-step sampler is written as its *loop*: ``loop(score_fn, sde, start, **own_options) ->
+(x, trajectory, nfe)`` on a :class:`Start` (the grid ``ts [steps + 1]``, ``x_T [B, *D]``, the
+per-example keys); :func:`fixed_step` turns it into the public function
+``fn(key, score_fn, sde, shape, *, steps, grid, t_min, rho, denoise, return_info, return_trajectory,
+example_offset, x_init, **own_options)``. So ``grid`` / ``t_min`` / ``rho`` (a grid name and its
+range, or an explicit array of times) are resolved once, by :func:`jaxscore.samplers.grids.time_grid`,
+and no loop sees them.
 
 Batch-size invariance: example ``i`` of a call gets its own key ``k_i = fold_in(key, offset + i)``;
 its prior draw uses ``fold_in(k_i, 0)`` and the ``j``-th normal draw of step ``n`` uses
@@ -10,28 +20,19 @@ only, never on the batch size: the first 16 samples of a 16-sample call equal th
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+import inspect
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscore._checks import broadcast_to_data
+from jaxscore._checks import broadcast_to_data, check_example_offset, check_shape, check_steps
 from jaxscore._keys import example_keys
-from jaxscore.samplers.grids import check_steps, time_grid
+from jaxscore.samplers.grids import time_grid
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def check_shape(shape) -> tuple[int, ...]:
-    """``shape`` = ``(B, *D)``: a tuple of positive Python ints with at least one data axis."""
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError as err:
-        raise TypeError(f"shape: expected a tuple of ints (B, *D), got {shape!r}.") from err
-    if len(shape) < 2 or any(s <= 0 for s in shape):
-        raise ValueError(f"shape: expected (B, *D) with B >= 1 and at least one data axis, all > 0, got {shape}.")
-    return shape
 
 
 def check_score_fn(score_fn) -> None:
@@ -82,8 +83,26 @@ def bcast(coef, x: jax.Array) -> jax.Array:
     return coef if coef.ndim == 0 else broadcast_to_data(coef, x)
 
 
-def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init=None, *, min_steps: int = 1):
-    """Checks and the common start: ``(shape, steps, ts [steps+1], ex_keys [B], x_T [B, *D])``.
+class Start(NamedTuple):
+    """What a fixed-step loop starts from (made once by :func:`fixed_step`)."""
+
+    ts: jax.Array  # [steps + 1] decreasing times; step n goes from ts[n] to ts[n + 1]
+    x: jax.Array  # [B, *D] the state at ts[0] (the prior draw, or x_init)
+    keys: jax.Array  # [B] per-example keys (noise of step n: step_normal(keys, n, ...))
+    trajectory: bool  # whether the loop returns the state after every step
+
+    @property
+    def steps(self) -> int:
+        return self.ts.shape[0] - 1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.x.shape
+
+
+def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init=None,
+          return_trajectory: bool = False) -> Start:
+    """Checks and the common start (grid, per-example keys, ``x_T``).
 
     ``x_init`` [B, *D], when given, replaces the prior draw as the state at ``ts[0]`` (e.g. to start
     several samplers from the same noise, or from a partially noised image with ``grid`` an explicit
@@ -91,9 +110,9 @@ def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_
     """
     check_score_fn(score_fn)
     shape = check_shape(shape)
-    steps = check_steps(steps, minimum=min_steps)
+    steps = check_steps(steps)
     ts = time_grid(sde, steps, grid, t_min=t_min, rho=rho)
-    ex_keys = example_keys(key, shape[0], example_offset)
+    ex_keys = example_keys(key, shape[0], check_example_offset(example_offset))
     if x_init is None:
         x = prior_draw(ex_keys, sde, shape)
     else:
@@ -101,7 +120,7 @@ def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_
         if x.shape != shape or not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f"x_init: expected a float array of shape {shape}, got {x.dtype} {x.shape}.")
         x = x.astype(float_dtype())
-    return shape, steps, ts, ex_keys, x
+    return Start(ts, x, ex_keys, bool(return_trajectory))
 
 
 def scan_steps(body, carry, steps: int, return_trajectory: bool, get_x=lambda c: c[0]):
@@ -127,8 +146,6 @@ def finish(x, x_init, traj, ts, nfe: int, score_fn, sde, denoise: bool, return_i
         x = sde.denoise(x, call_score(score_fn, x, t_last), tvec(t_last, x))
         nfe += 1
     if not return_info:
-        if return_trajectory:
-            raise ValueError("return_trajectory=True needs return_info=True (the trajectory is returned in info).")
         return x
     info = {"nfe": int(nfe), "ts": ts}
     if return_trajectory:
@@ -146,3 +163,50 @@ def order_schedule(steps: int, order: int, lower_order_final: bool) -> np.ndarra
     if lower_order_final:
         o = np.minimum(o, steps - n)
     return o.astype(np.int32)
+
+
+def _keyword(name, default):
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+
+
+def fixed_step(*, steps: int, grid):
+    """Decorator: a loop ``loop(score_fn, sde, start: Start, *, <own options>) -> (x, trajectory, nfe)``
+    becomes the public sampler
+
+    ``fn(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=None, rho=None, <own options>,
+    denoise=False, return_info=False, return_trajectory=False, example_offset=0, x_init=None)``
+
+    returning ``[B, *D]`` samples, or ``(samples, info)`` with ``return_info`` (``info["nfe"]``,
+    ``info["ts"]``, with ``return_trajectory`` ``info["trajectory"]`` ``[steps + 1, B, *D]``).
+    ``steps`` and ``grid`` here are the sampler's defaults. The loop's docstring is the sampler's.
+    """
+
+    def wrap(loop):
+        own = {p.name: p.default for p in inspect.signature(loop).parameters.values()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        name = loop.__name__
+
+        @functools.wraps(loop)
+        def sampler(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=None, rho=None, denoise=False,
+                    return_info=False, return_trajectory=False, example_offset=0, x_init=None, **options):
+            unknown = sorted(set(options) - set(own))
+            if unknown:
+                raise TypeError(f"{name}() got unexpected keyword argument(s) {unknown}; its options are "
+                                f"{sorted(['grid', 't_min', 'rho', 'denoise', *own])}.")
+            if return_trajectory and not return_info:
+                raise ValueError("return_trajectory=True needs return_info=True (the trajectory is returned in info).")
+            start = setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init,
+                          return_trajectory)
+            x, trajectory, nfe = loop(score_fn, sde, start, **options)
+            return finish(x, start.x, trajectory, start.ts, nfe, score_fn, sde, denoise, return_info,
+                          return_trajectory)
+
+        common = inspect.signature(sampler, follow_wrapped=False).parameters
+        params = [p for p in common.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        at = [p.name for p in params].index("denoise")
+        params[at:at] = [_keyword(k, v) for k, v in own.items()]
+        sampler.__signature__ = inspect.Signature(params)
+        del sampler.__wrapped__  # the signature is the sampler's, not the loop's
+        return sampler
+
+    return wrap

@@ -2,8 +2,9 @@ r"""Samplers by name (the edge of the library: CLI and configs) and batched samp
 
 ``sample(key, score_fn, sde, shape, sampler="dpmpp_2m", steps=20, **options)`` looks the name up
 in :data:`SAMPLERS` and calls it. Library code should call the sampler functions directly.
-Modules are imported lazily, so a sampler family that is missing (or fails to import) only
-breaks its own names.
+:data:`SAMPLERS` maps each name to its :class:`~jaxscore.samplers.base.Sampler`, which carries the
+sampler's facts (NFE, determinism, options); ``nfe_for_steps`` / ``steps_for_nfe`` /
+``evals_per_step`` read them.
 
 Batched sampling: :func:`sample_in_batches` draws ``num`` samples in batches spread over all local
 devices; :func:`sample_local_shard` / :func:`iter_sample_batches` draw only this process's share
@@ -13,9 +14,7 @@ of them (multi-host), with their global example indices. Every sampler draws exa
 
 from __future__ import annotations
 
-import importlib
 import math
-from typing import Callable
 
 import equinox as eqx
 import jax
@@ -24,54 +23,49 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxscore.samplers._core import check_shape
-from jaxscore.samplers.grids import check_steps
+from jaxscore._checks import check_choice, check_shape, check_steps
+from jaxscore.samplers import diffrax_samplers, edm, langevin, sde_samplers, solvers
+from jaxscore.samplers.base import Sampler
 
-# name -> "module:function" (imported on first use)
-SAMPLERS: dict[str, str] = {
-    "euler_maruyama": "jaxscore.samplers.sde_samplers:euler_maruyama",
-    "reverse_diffusion": "jaxscore.samplers.sde_samplers:reverse_diffusion",
-    "ancestral": "jaxscore.samplers.sde_samplers:ancestral",
-    "pc": "jaxscore.samplers.langevin:pc",
-    "annealed_langevin": "jaxscore.samplers.langevin:annealed_langevin",
-    "ddim": "jaxscore.samplers.solvers:ddim",
-    "dpmpp_2m": "jaxscore.samplers.solvers:dpmpp_2m",
-    "dpmpp_3m": "jaxscore.samplers.solvers:dpmpp_3m",
-    "dpmpp_2m_sde": "jaxscore.samplers.solvers:dpmpp_2m_sde",
-    "unipc": "jaxscore.samplers.solvers:unipc",
-    "heun": "jaxscore.samplers.edm:heun",
-    "edm_stochastic": "jaxscore.samplers.edm:edm_stochastic",
-    "ode": "jaxscore.samplers.diffrax_samplers:ode_sampler",
-    "sde": "jaxscore.samplers.diffrax_samplers:sde_sampler",
-}
 
-# samplers that accept ``example_offset`` (global example index of row 0), which makes batched and
-# device-sharded sampling exactly batch-size invariant: all of them (the fixed-step core and the
-# diffrax ode / sde).
-_OFFSET_AWARE = frozenset(SAMPLERS)
+def _registry(*samplers: Sampler) -> dict[str, Sampler]:
+    names = [s.name for s in samplers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"sampler registry: expected distinct names, got {names}.")
+    return {s.name: s for s in samplers}
 
-DETERMINISTIC = frozenset({"ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "heun", "ode"})
-"""Samplers that use no noise after the prior draw (``ddim`` with its default ``eta=0``)."""
+
+SAMPLERS: dict[str, Sampler] = _registry(
+    sde_samplers.EULER_MARUYAMA,
+    sde_samplers.REVERSE_DIFFUSION,
+    sde_samplers.ANCESTRAL,
+    langevin.PC,
+    langevin.ANNEALED_LANGEVIN,
+    solvers.DDIM,
+    solvers.DPMPP_2M,
+    solvers.DPMPP_3M,
+    solvers.DPMPP_2M_SDE,
+    solvers.UNIPC,
+    edm.HEUN,
+    edm.EDM_STOCHASTIC,
+    diffrax_samplers.ODE,
+    diffrax_samplers.SDE,
+)
+"""name -> :class:`jaxscore.samplers.base.Sampler` (the function and its facts). A new sampler is one
+module with its function and ``Sampler`` plus one line here."""
 
 
 def available_samplers() -> tuple[str, ...]:
-    """All registered names (whether or not their module imports in this environment)."""
+    """All registered names."""
     return tuple(SAMPLERS)
 
 
-def get_sampler(name: str) -> Callable:
-    """The sampler function registered under ``name``."""
-    if not isinstance(name, str) or name not in SAMPLERS:
-        raise ValueError(f"sampler: expected one of {sorted(SAMPLERS)}, got {name!r}.")
-    module, attr = SAMPLERS[name].split(":")
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as err:
-        raise ImportError(f"sampler {name!r}: its module {module} could not be imported ({err}).") from err
-    try:
-        return getattr(mod, attr)
-    except AttributeError as err:
-        raise ImportError(f"sampler {name!r}: {module} has no function {attr}.") from err
+def get_sampler(name: str) -> Sampler:
+    """The :class:`~jaxscore.samplers.base.Sampler` registered under ``name``: callable as its function
+    (``get_sampler(name)(key, score_fn, sde, shape, steps=..., **options)``), with its facts
+    (``.nfe``, ``.evals_per_step``, ``.deterministic``, ``.options``, ``.adaptive``) and ``.fn``."""
+    check_choice("sampler", name, SAMPLERS)
+    return SAMPLERS[name]
 
 
 def sample(key, score_fn, sde, shape, sampler: str = "dpmpp_2m", steps: int | None = 20, **options):
@@ -82,53 +76,23 @@ def sample(key, score_fn, sde, shape, sampler: str = "dpmpp_2m", steps: int | No
     jit-able with ``score_fn``, ``sde`` closed over (or ``sde`` passed as an argument) and ``shape``,
     ``steps``, ``sampler`` static.
     """
-    fn = get_sampler(sampler)
-    return fn(key, score_fn, sde, shape, steps=steps, **options)
+    return get_sampler(sampler).fn(key, score_fn, sde, shape, steps=steps, **options)
 
 
 def evals_per_step(sampler: str, **options) -> int:
-    """Score evaluations per step of a fixed-step sampler (for matching NFE budgets).
-    ``denoise`` adds one evaluation in total, not per step; for ``ode``/``sde`` (diffrax, fixed
-    ``steps``) it depends on ``solver`` (Tsit5/Dopri5 add one evaluation in total)."""
-    if sampler == "pc":
-        return int(options.get("corrector_steps", 1)) + (options.get("predictor", "reverse_diffusion") != "none")
-    if sampler == "annealed_langevin":
-        return int(options.get("n_steps_each", 100))
-    if sampler in ("heun", "edm_stochastic"):
-        return 2
-    if sampler in ("ode", "sde"):
-        solver = options.get("solver", "tsit5" if sampler == "ode" else "euler")
-        per = {"tsit5": 6, "dopri5": 6, "heun": 2, "euler": 1}.get(solver)
-        if per is None:
-            raise ValueError(f"{sampler!r}: unknown solver {solver!r} (expected tsit5, dopri5, heun or euler).")
-        return per
-    get_sampler(sampler)  # validates the name
-    return 1
+    """Score evaluations per step of a fixed-step run (for matching NFE budgets); ``denoise`` adds one
+    evaluation in total, not per step (:meth:`Sampler.evals_per_step`)."""
+    return get_sampler(sampler).evals_per_step(**options)
 
 
 def nfe_for_steps(sampler: str, steps: int, **options) -> int:
-    """Score evaluations of a fixed-step run (what ``info["nfe"]`` reports)."""
-    nfe = steps * evals_per_step(sampler, **options) + int(bool(options.get("denoise", False)))
-    if sampler == "unipc" and options.get("final_corrector", False):
-        nfe += 1
-    if sampler in ("heun", "edm_stochastic") and options.get("lower_order_final", False):
-        nfe -= 1
-    if sampler == "ode" and options.get("solver", "tsit5") in ("tsit5", "dopri5"):
-        nfe += 1
-    return nfe
+    """Score evaluations of a fixed-step run (what ``info["nfe"]`` reports; :meth:`Sampler.nfe`)."""
+    return get_sampler(sampler).nfe(steps, **options)
 
 
 def steps_for_nfe(sampler: str, nfe: int, **options) -> int:
     """Largest ``steps`` whose NFE (:func:`nfe_for_steps`) does not exceed ``nfe``; at least 1."""
-    per = evals_per_step(sampler, **options)
-    budget = nfe - int(bool(options.get("denoise", False)))
-    if sampler == "ode" and options.get("solver", "tsit5") in ("tsit5", "dopri5"):
-        budget -= 1  # first-same-as-last: 6 * steps + 1 (fixed steps with diffrax)
-    if sampler == "unipc" and options.get("final_corrector", False):
-        budget -= 1
-    if sampler in ("heun", "edm_stochastic") and options.get("lower_order_final", False):
-        budget += 1
-    return max(1, budget // per)
+    return get_sampler(sampler).steps_for_nfe(nfe, **options)
 
 
 # --- batched sampling over local devices and processes ------------------------------------
@@ -247,13 +211,9 @@ def iter_sample_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: 
     (see :func:`sample_local_shard`; use this to stream batches into statistics without holding
     all samples). ``indices`` are global example indices (numpy int64); batches where this process
     has no rows are skipped."""
-    shape_per_batch = check_shape(shape_per_batch)
-    if check_steps(num, name="num") < 1:
-        raise ValueError(f"num: expected >= 1, got {num}.")
-    fn = get_sampler(sampler)
-    if sampler not in _OFFSET_AWARE:
-        raise ValueError(f"sampler {sampler!r}: batched sampling needs a sampler that accepts example_offset "
-                         f"(one of {sorted(_OFFSET_AWARE)}).")
+    shape_per_batch = check_shape(shape_per_batch, name="shape_per_batch")
+    check_steps(num, name="num")
+    fn = get_sampler(sampler).fn  # every sampler takes example_offset (the Sampler contract)
     if options.get("return_info") or options.get("return_trajectory"):
         raise ValueError("batched sampling returns samples only; call sample(..., return_info=True) for info.")
     if "example_offset" in options:

@@ -45,9 +45,12 @@ import jax
 import jax.numpy as jnp
 import lineax
 
+from jaxscore import _checks
+from jaxscore._checks import check_choice, check_example_offset, check_shape, check_time_interval
 from jaxscore._keys import example_keys
 from jaxscore.samplers._core import float_dtype, prior_draw
-from jaxscore.samplers.grids import time_grid
+from jaxscore.samplers.base import Sampler, always
+from jaxscore.samplers.grids import check_explicit_grid, time_grid
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -68,17 +71,15 @@ _DEFAULT_TRAJECTORY_POINTS = 101
 
 # --- shared helpers (also used by jaxscore.likelihood) ------------------------------------
 def resolve_t_min(sde, t_min) -> float:
-    """``t_min`` or the SDE's default; checked to lie in ``[0, T)``."""
+    """``t_min`` or the SDE's default; checked to lie in ``[0, T)`` (:func:`jaxscore._checks.check_time_interval`)."""
     t_min = sde.t_min if t_min is None else t_min
-    if not isinstance(t_min, jax.core.Tracer) and not (0.0 <= float(t_min) < float(sde.T)):
-        raise ValueError(f"t_min: expected a value in [0, T={sde.T}), got {t_min}.")
+    check_time_interval(t_min, sde.T, sde.T)
     return t_min
 
 
 def make_solver(solver: str, *, adaptive: bool, allowed=ODE_SOLVERS):
     """diffrax solver instance for a name; Euler has no error estimate so it needs fixed steps."""
-    if solver not in allowed:
-        raise ValueError(f"solver: expected one of {allowed}, got {solver!r}.")
+    check_choice("solver", solver, allowed)
     if adaptive and solver == "euler":
         raise ValueError(
             "solver='euler' has no embedded error estimate, so it cannot use adaptive steps: "
@@ -88,11 +89,8 @@ def make_solver(solver: str, *, adaptive: bool, allowed=ODE_SOLVERS):
 
 
 def check_steps(steps) -> int | None:
-    if steps is None:
-        return None
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected None (adaptive) or a positive int, got {steps!r}.")
-    return steps
+    """``None`` (adaptive) or an int >= 1 (:func:`jaxscore._checks.check_steps`)."""
+    return _checks.check_steps(steps, allow_none=True)
 
 
 def step_controller(t0, t1, *, steps: int | None, rtol: float, atol: float, ts: jax.Array | None = None):
@@ -124,13 +122,6 @@ def default_adjoint(adjoint):
     return diffrax.ForwardMode() if adjoint is None else adjoint
 
 
-def check_shape(shape) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 2 or any(s < 1 for s in shape):
-        raise ValueError(f"shape: expected [B, *D] with B >= 1 and at least one data axis, got {shape}.")
-    return shape
-
-
 def check_grid(grid, steps, rho, name: str) -> None:
     """A non-uniform ``grid`` (or ``rho``) only makes sense with fixed ``steps``."""
     if steps is None and (not isinstance(grid, str) or grid != "uniform" or rho is not None):
@@ -141,9 +132,19 @@ def check_grid(grid, steps, rho, name: str) -> None:
     # an unknown grid name with fixed steps is refused by ``time_grid``
 
 
+def explicit_grid_now(sde, steps: int | None, grid):
+    """An explicit grid (array of times) checked here, where its values are known, rather than
+    inside the compiled solve (where they are traced); a grid name passes through."""
+    if isinstance(grid, str) or steps is None:
+        return grid
+    return check_explicit_grid(sde, steps, grid)
+
+
 def fixed_grid(sde, steps: int, grid, t_min, rho, dtype) -> jax.Array:
     """Decreasing times ``[steps + 1]`` from T to ``t_min``: ``"uniform"`` is ``linspace(T, t_min)``
-    (``t_min = 0`` allowed); other grids come from :func:`jaxscore.samplers.grids.time_grid`."""
+    (these solvers' uniform grid since they were written; it differs from ``time_grid``'s
+    ``T + (n/N)(t_min - T)`` in the last float bit, so it stays to keep their samples unchanged);
+    other grids come from :func:`jaxscore.samplers.grids.time_grid`."""
     if isinstance(grid, str) and grid == "uniform":
         return jnp.linspace(jnp.asarray(sde.T, dtype), jnp.asarray(t_min, dtype), steps + 1)
     return time_grid(sde, steps, grid, t_min=t_min, rho=rho).astype(dtype)
@@ -296,28 +297,16 @@ def ode_sampler(
     steps = check_steps(steps)
     make_solver(solver, adaptive=steps is None)
     check_grid(grid, steps, rho, "ode_sampler")
+    grid = explicit_grid_now(sde, steps, grid)
     _check_trajectory(return_trajectory)
     x, info = _ode_sampler_impl(
-        key, _check_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho,
+        key, check_example_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps, grid=grid, rho=rho,
         rtol=rtol, atol=atol, t_min=t_min, denoise=bool(denoise), return_trajectory=return_trajectory,
         max_steps=int(max_steps), adjoint=adjoint,
     )
     if return_info or return_trajectory:
         return x, info
     return x
-
-
-def _check_offset(example_offset) -> jax.Array:
-    """``example_offset`` (a non-negative int or integer scalar array, possibly traced) as a uint32
-    scalar: traced by the compiled solves, so a new offset never recompiles."""
-    if isinstance(example_offset, bool) or not (
-        isinstance(example_offset, int)
-        or (jnp.ndim(example_offset) == 0 and jnp.issubdtype(jnp.result_type(example_offset), jnp.integer))
-    ):
-        raise TypeError(f"example_offset: expected a non-negative integer scalar, got {example_offset!r}.")
-    if isinstance(example_offset, int) and example_offset < 0:
-        raise ValueError(f"example_offset: expected a non-negative integer, got {example_offset}.")
-    return jnp.asarray(example_offset, jnp.uint32)
 
 
 def _check_trajectory(return_trajectory):
@@ -397,13 +386,12 @@ def sde_sampler(
     """
     shape = check_shape(shape)
     t_min = resolve_t_min(sde, t_min)
-    steps = check_steps(steps)
-    if steps is None:
-        raise ValueError("sde_sampler: steps must be a positive int (adaptive SDE steps are not supported).")
+    steps = _checks.check_steps(steps)
     make_solver(solver, adaptive=False, allowed=SDE_SOLVERS)
     check_grid(grid, steps, rho, "sde_sampler")
+    grid = explicit_grid_now(sde, steps, grid)
     _check_trajectory(return_trajectory)
-    x, info = _sde_sampler_impl(key, _check_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps,
+    x, info = _sde_sampler_impl(key, check_example_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps,
                                 grid=grid, rho=rho, t_min=t_min, denoise=bool(denoise),
                                 return_trajectory=return_trajectory)
     if return_info or return_trajectory:
@@ -463,5 +451,24 @@ def _sde_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, step
         info["ts"] = t_save
     return x, info
 
+
+def _ode_solver_evals(solver, **_) -> int:
+    """New vector-field evaluations per step of ``solver``."""
+    check_choice("solver", solver, ODE_SOLVERS)
+    return _SOLVER_TABLE[solver][1]
+
+
+def _sde_solver_evals(solver, **_) -> int:
+    check_choice("solver", solver, SDE_SOLVERS)
+    return _SOLVER_TABLE[solver][1]
+
+
+def _first_step_evals(solver, **_) -> int:
+    """Tsit5 / Dopri5: one more evaluation on the first step (first-same-as-last)."""
+    return _SOLVER_TABLE[solver][2]
+
+
+ODE = Sampler("ode", ode_sampler, per_step=_ode_solver_evals, extra=_first_step_evals, noise_free=always, adaptive=True)
+SDE = Sampler("sde", sde_sampler, per_step=_sde_solver_evals, extra=_first_step_evals)
 
 __all__ = ["ode_sampler", "sde_sampler", "probability_flow_solve"]

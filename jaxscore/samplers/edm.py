@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxscore.samplers import _core
-from jaxscore.samplers._core import call_score, tvec
+from jaxscore.samplers._core import Start, call_score, fixed_step, tvec
+from jaxscore.samplers.base import Sampler, always
 
 
 def _d(score_fn, sde, xt, t, alpha, sig):
@@ -28,9 +29,8 @@ def _d(score_fn, sde, xt, t, alpha, sig):
     return (xt - x0) / sig
 
 
-def heun(key, score_fn, sde, shape, *, steps: int = 18, grid="edm", t_min=None, rho: float | None = None,
-         denoise: bool = False, lower_order_final: bool = False, return_info: bool = False,
-         return_trajectory: bool = False, example_offset=0, x_init=None):
+@fixed_step(steps=18, grid="edm")
+def heun(score_fn, sde, start: Start, *, lower_order_final: bool = False):
     r"""EDM Alg. 1 (deterministic 2nd-order Heun) on :math:`\tilde\sigma_n = \tilde\sigma(t_n)`:
 
     .. math:: \tilde x' = \tilde x_n + (\tilde\sigma_{n+1} - \tilde\sigma_n) d_n,\quad
@@ -39,7 +39,7 @@ def heun(key, score_fn, sde, shape, *, steps: int = 18, grid="edm", t_min=None, 
     with :math:`d = (\tilde x - D)/\tilde\sigma`. NFE = 2 steps (2 steps - 1 with ``lower_order_final``,
     which takes the last step with Euler alone) (+1 with ``denoise``).
     """
-    shape, steps, ts, _, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
+    ts, steps = start.ts, start.steps
     alpha, _ = sde.marginal_coefs(ts)
     sig = sde.sigma_ratio(ts)
 
@@ -61,15 +61,13 @@ def heun(key, score_fn, sde, shape, *, steps: int = 18, grid="edm", t_min=None, 
             xt_next = xt + (s_next - s) * 0.5 * (d + _d(score_fn, sde, xt_euler, t_next, a_next, s_next))
         return (a_next * xt_next,)
 
-    (x,), traj = _core.scan_steps(body, (x0,), steps, return_trajectory)
-    nfe = 2 * steps - int(bool(lower_order_final))
-    return _core.finish(x, x0, traj, ts, nfe, score_fn, sde, denoise, return_info, return_trajectory)
+    (x,), traj = _core.scan_steps(body, (start.x,), steps, start.trajectory)
+    return x, traj, 2 * steps - int(bool(lower_order_final))
 
 
-def edm_stochastic(key, score_fn, sde, shape, *, steps: int = 18, S_churn: float = 40.0, S_min: float = 0.05,
-                   S_max: float = 50.0, S_noise: float = 1.0, grid="edm", t_min=None, rho: float | None = None,
-                   denoise: bool = False, lower_order_final: bool = False, return_info: bool = False,
-                   return_trajectory: bool = False, example_offset=0, x_init=None):
+@fixed_step(steps=18, grid="edm")
+def edm_stochastic(score_fn, sde, start: Start, *, S_churn: float = 40.0, S_min: float = 0.05, S_max: float = 50.0,
+                   S_noise: float = 1.0, lower_order_final: bool = False):
     r"""EDM Alg. 2: at step n, "churn" the noise up to :math:`\hat\sigma = \tilde\sigma_n(1+\gamma_n)`,
 
     .. math:: \gamma_n = \min(S_{churn}/N, \sqrt2 - 1)\ \text{if}\ \tilde\sigma_n\in[S_{min}, S_{max}]\ \text{else}\ 0,
@@ -80,7 +78,7 @@ def edm_stochastic(key, score_fn, sde, shape, *, steps: int = 18, S_churn: float
     [t_min, T]. ``S_min``, ``S_max`` are in :math:`\tilde\sigma` units. NFE = 2 steps (-1 with
     ``lower_order_final``) (+1 with ``denoise``).
     """
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
+    ts, steps = start.ts, start.steps
     alpha, _ = sde.marginal_coefs(ts)
     sig = sde.sigma_ratio(ts)
     sig_top = sig[0]
@@ -96,7 +94,7 @@ def edm_stochastic(key, score_fn, sde, shape, *, steps: int = 18, S_churn: float
         s_hat = jnp.minimum(s * (1.0 + gamma), sig_top)
         t_hat = jnp.where(s_hat > s, sde.t_from_sigma_ratio(s_hat), ts[n])
         a_hat = sde.marginal_coefs(t_hat)[0]
-        z = _core.step_normal(keys, n, shape[1:])
+        z = _core.step_normal(start.keys, n, start.shape[1:])
         xt_hat = xt + jnp.sqrt(jnp.maximum(s_hat**2 - s**2, 0.0)) * S_noise * z
         d = _d(score_fn, sde, xt_hat, t_hat, a_hat, s_hat)
         xt_euler = xt_hat + (s_next - s_hat) * d
@@ -110,6 +108,17 @@ def edm_stochastic(key, score_fn, sde, shape, *, steps: int = 18, S_churn: float
             xt_next = heun_step()
         return (a_next * xt_next,)
 
-    (x,), traj = _core.scan_steps(body, (x0,), steps, return_trajectory)
-    nfe = 2 * steps - int(bool(lower_order_final))
-    return _core.finish(x, x0, traj, ts, nfe, score_fn, sde, denoise, return_info, return_trajectory)
+    (x,), traj = _core.scan_steps(body, (start.x,), steps, start.trajectory)
+    return x, traj, 2 * steps - int(bool(lower_order_final))
+
+
+def _heun_evals(**_) -> int:
+    return 2
+
+
+def _skipped_final_eval(lower_order_final, **_) -> int:
+    return -int(bool(lower_order_final))  # the last step is Euler alone
+
+
+HEUN = Sampler("heun", heun, per_step=_heun_evals, extra=_skipped_final_eval, noise_free=always)
+EDM_STOCHASTIC = Sampler("edm_stochastic", edm_stochastic, per_step=_heun_evals, extra=_skipped_final_eval)

@@ -34,32 +34,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscore._checks import is_concrete
+from jaxscore._checks import check_choice, check_steps, check_time_interval, is_concrete
 
 GRIDS = ("uniform", "logsnr", "edm", "power", "logsnr_power")
 DEFAULT_RHO = {"edm": 7.0, "power": 2.0, "logsnr_power": 2.0}
+_FINITE_LOG_SNR = ("logsnr", "edm", "logsnr_power")  # spaced in log-SNR / sigma ratio: need t_min > 0
 
 
-def check_steps(steps, *, minimum: int = 1, name: str = "steps") -> int:
-    """``steps`` must be a Python int >= ``minimum`` (it fixes the compiled loop length)."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise TypeError(f"{name}: expected a Python int (static loop length), got {type(steps).__name__} {steps!r}.")
-    if steps < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {steps}.")
-    return int(steps)
-
-
-def _resolve_range(sde, t_min, t_max):
+def _resolve_range(sde, grid: str, t_min, t_max):
     t_min = sde.t_min if t_min is None else t_min
     t_max = sde.T if t_max is None else t_max
-    if is_concrete(t_min) and is_concrete(t_max):
-        lo, hi = float(np.asarray(t_min)), float(np.asarray(t_max))
-        if not (0.0 < lo < hi <= float(sde.T) + 1e-12):
-            raise ValueError(
-                f"time grid: expected 0 < t_min < t_max <= T = {sde.T}, got t_min={lo}, t_max={hi}."
-            )
+    check_time_interval(t_min, t_max, sde.T)
+    if grid in _FINITE_LOG_SNR and is_concrete(t_min) and not float(np.asarray(t_min)) > 0.0:
+        raise ValueError(f"t_min: grid {grid!r} is spaced in log-SNR, which is infinite at t = 0: expected "
+                         f"t_min > 0, got {t_min}.")
     dtype = jnp.result_type(float)
     return jnp.asarray(t_min, dtype), jnp.asarray(t_max, dtype)
+
+
+def check_explicit_grid(sde, steps: int, grid) -> jax.Array:
+    """An explicit grid: a 1-D float array of ``steps + 1`` strictly decreasing times in ``[0, T]``
+    (values checked when concrete). Returned as an array of the default float dtype."""
+    ts = jnp.asarray(grid)
+    if ts.shape != (steps + 1,) or not (jnp.issubdtype(ts.dtype, jnp.floating) or jnp.issubdtype(ts.dtype, jnp.integer)):
+        raise ValueError(f"grid: an explicit grid must be a real 1-D array of shape [steps + 1] = ({steps + 1},), "
+                         f"got {ts.dtype} {ts.shape}.")
+    ts = ts.astype(jnp.result_type(float))
+    if is_concrete(ts):
+        if not np.all(np.diff(np.asarray(ts)) < 0):
+            raise ValueError("grid: an explicit grid must be strictly decreasing (from T down to t_min).")
+        check_time_interval(ts[-1], ts[0], sde.T, name="grid")
+    return ts
 
 
 def time_grid(sde, steps: int, grid="uniform", *, t_min=None, t_max=None, rho: float | None = None) -> jax.Array:
@@ -67,20 +72,16 @@ def time_grid(sde, steps: int, grid="uniform", *, t_min=None, t_max=None, rho: f
 
     ``grid`` is ``"uniform"``, ``"logsnr"``, ``"edm"``, ``"power"``, ``"logsnr_power"`` (see module
     docstring; ``rho`` is the exponent of ``"edm"`` (default 7), ``"power"`` and ``"logsnr_power"``
-    (default 2)), or an explicit 1-D array
-    of ``steps + 1`` decreasing times (returned as is, after a shape check).
+    (default 2)), or an explicit 1-D array of ``steps + 1`` strictly decreasing times in ``[0, T]``
+    (returned as is, after :func:`check_explicit_grid`). Times: ``0 <= t_min < t_max <= T``, and
+    ``t_min > 0`` for the grids spaced in log-SNR (``"logsnr"``, ``"edm"``, ``"logsnr_power"``).
+    This is the one place a grid name, ``t_min``, ``t_max`` and ``rho`` become times.
     """
     steps = check_steps(steps)
     if not isinstance(grid, str):
-        ts = jnp.asarray(grid, jnp.result_type(float))
-        if ts.shape != (steps + 1,):
-            raise ValueError(f"grid: an explicit grid must have shape [steps + 1] = ({steps + 1},), got {ts.shape}.")
-        if is_concrete(ts) and not np.all(np.diff(np.asarray(ts)) < 0):
-            raise ValueError("grid: an explicit grid must be strictly decreasing (from T down to t_min).")
-        return ts
-    if grid not in GRIDS:
-        raise ValueError(f"grid: expected one of {GRIDS} or an array of times, got {grid!r}.")
-    lo, hi = _resolve_range(sde, t_min, t_max)
+        return check_explicit_grid(sde, steps, grid)
+    check_choice("grid", grid, GRIDS)
+    lo, hi = _resolve_range(sde, grid, t_min, t_max)
     frac = jnp.linspace(0.0, 1.0, steps + 1)
     if rho is None:
         rho = DEFAULT_RHO.get(grid, 1.0)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxscore._checks import check_choice, check_steps
 from jaxscore.samplers import _core
-from jaxscore.samplers._core import bcast, call_score
+from jaxscore.samplers._core import Start, bcast, call_score, fixed_step
+from jaxscore.samplers.base import Sampler
 from jaxscore.samplers.sde_samplers import _noise_scale, ancestral_step, em_step, reverse_diffusion_step
 
 PREDICTORS = {
@@ -54,14 +56,14 @@ def langevin_corrector_step(x, score, z, snr, a, sigma=None, rule: str = "snr"):
     elif rule == "sigma":
         eps = 2.0 * a * (snr * sigma) ** 2
     else:
-        raise ValueError(f"step_size: expected one of {STEP_SIZE_RULES}, got {rule!r}.")
+        check_choice("step_size", rule, STEP_SIZE_RULES)
     x_mean = x + eps * score
     return x_mean + jnp.sqrt(2.0 * eps) * z, x_mean
 
 
-def pc(key, score_fn, sde, shape, *, steps: int = 1000, predictor: str = "reverse_diffusion", snr: float = 0.16,
-       corrector_steps: int = 1, step_size: str = "sigma", grid="uniform", t_min=None, rho: float | None = None, denoise: bool = False,
-       final_noise: bool = False, return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
+@fixed_step(steps=1000, grid="uniform")
+def pc(score_fn, sde, start: Start, *, predictor: str = "reverse_diffusion", snr: float = 0.16, corrector_steps: int = 1,
+       step_size: str = "sigma", final_noise: bool = False):
     r"""Predictor-corrector sampler (score_sde Alg. 2/3).
 
     For each step n: ``corrector_steps`` Langevin corrections at :math:`t_n`, then the predictor from
@@ -79,16 +81,14 @@ def pc(key, score_fn, sde, shape, *, steps: int = 1000, predictor: str = "revers
     gets a huge step); ``"snr_batch"`` is score_sde's batch-mean rule exactly (gives up batch-size
     invariance).
     """
-    if step_size not in STEP_SIZE_RULES:
-        raise ValueError(f"pc: step_size must be one of {STEP_SIZE_RULES}, got {step_size!r}.")
-    if predictor not in PREDICTORS:
-        raise ValueError(f"pc: predictor must be one of {tuple(PREDICTORS)}, got {predictor!r}.")
-    corrector_steps = _core.check_steps(corrector_steps, minimum=0, name="corrector_steps")
+    check_choice("step_size", step_size, STEP_SIZE_RULES)
+    check_choice("predictor", predictor, tuple(PREDICTORS))
+    corrector_steps = check_steps(corrector_steps, minimum=0, name="corrector_steps")
     if predictor == "none" and corrector_steps == 0:
         raise ValueError("pc: predictor='none' with corrector_steps=0 would not move the samples.")
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
+    ts, steps, keys = start.ts, start.steps, start.keys
     pred = PREDICTORS[predictor]
-    data_shape = shape[1:]
+    data_shape = start.shape[1:]
 
     def body(carry, n):
         (x,) = carry
@@ -112,14 +112,13 @@ def pc(key, score_fn, sde, shape, *, steps: int = 1000, predictor: str = "revers
             x = pred(sde, x, call_score(score_fn, x, t), t, t_next, z)
         return (x,)
 
-    (x,), traj = _core.scan_steps(body, (x0,), steps, return_trajectory)
-    nfe = steps * (corrector_steps + (pred is not None))
-    return _core.finish(x, x0, traj, ts, nfe, score_fn, sde, denoise, return_info, return_trajectory)
+    (x,), traj = _core.scan_steps(body, (start.x,), steps, start.trajectory)
+    return x, traj, steps * (corrector_steps + (pred is not None))
 
 
-def annealed_langevin(key, score_fn, sde, shape, *, steps: int = 10, n_steps_each: int = 100, step_lr: float = 2e-5,
-                      grid="uniform", t_min=None, rho: float | None = None, denoise: bool = False, final_noise: bool = True,
-                      return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
+@fixed_step(steps=10, grid="uniform")
+def annealed_langevin(score_fn, sde, start: Start, *, n_steps_each: int = 100, step_lr: float = 2e-5,
+                      final_noise: bool = True):
     r"""Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Alg. 1) on the noise ladder
     :math:`\sigma_1 > \dots > \sigma_L` given by the grid's ``ts[1:]`` (``steps`` = L levels, the last at
     ``t_min``): at level i, ``n_steps_each`` updates
@@ -138,10 +137,10 @@ def annealed_langevin(key, score_fn, sde, shape, *, steps: int = 10, n_steps_eac
             f"sde.is_variance_exploding() must be True), got {type(sde).__name__} whose drift is not zero "
             f"(or depends on traced parameters). Use pc(..., predictor='none') for VP / sub-VP SDEs."
         )
-    n_steps_each = _core.check_steps(n_steps_each, name="n_steps_each")
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
+    n_steps_each = check_steps(n_steps_each, name="n_steps_each")
+    ts, steps, keys = start.ts, start.steps, start.keys
     _, sigma_last = sde.marginal_coefs(ts[-1])
-    data_shape = shape[1:]
+    data_shape = start.shape[1:]
 
     def body(carry, n):
         (x,) = carry
@@ -159,5 +158,17 @@ def annealed_langevin(key, score_fn, sde, shape, *, steps: int = 10, n_steps_eac
         x = jax.lax.fori_loop(0, n_steps_each, update, x)
         return (x,)
 
-    (x,), traj = _core.scan_steps(body, (x0,), steps, return_trajectory)
-    return _core.finish(x, x0, traj, ts, steps * n_steps_each, score_fn, sde, denoise, return_info, return_trajectory)
+    (x,), traj = _core.scan_steps(body, (start.x,), steps, start.trajectory)
+    return x, traj, steps * n_steps_each
+
+
+def _pc_evals(corrector_steps, predictor, **_) -> int:
+    return int(corrector_steps) + (predictor != "none")
+
+
+def _langevin_evals(n_steps_each, **_) -> int:
+    return int(n_steps_each)
+
+
+PC = Sampler("pc", pc, per_step=_pc_evals)
+ANNEALED_LANGEVIN = Sampler("annealed_langevin", annealed_langevin, per_step=_langevin_evals)

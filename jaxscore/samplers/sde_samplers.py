@@ -1,8 +1,9 @@
 r"""Reverse-SDE samplers on a fixed grid: Euler-Maruyama, reverse diffusion, ancestral.
 
-All take ``(key, score_fn, sde, shape, *, steps, grid, t_min, denoise, return_info, ...)``,
-start from the prior at ``T`` and step down the grid ``ts`` (see :mod:`jaxscore.samplers.grids`)
-in one ``lax.scan``; one score evaluation per step (NFE = steps, + 1 with ``denoise``).
+All take ``(key, score_fn, sde, shape, *, steps, grid, t_min, denoise, return_info, ...)`` (the
+front of :func:`jaxscore.samplers._core.fixed_step`), start from the prior at ``T`` and step down
+the grid ``ts`` (see :mod:`jaxscore.samplers.grids`) in one ``lax.scan``; one score evaluation per
+step (NFE = steps, + 1 with ``denoise``).
 As in score_sde the last step returns the noiseless mean (``final_noise=False``).
 Noise is batch-size invariant (see :mod:`jaxscore.samplers._core`).
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxscore.samplers import _core
-from jaxscore.samplers._core import call_score
+from jaxscore.samplers._core import Start, call_score, fixed_step
+from jaxscore.samplers.base import Sampler
 
 
 def _noise_scale(n, steps: int, final_noise: bool):
@@ -43,9 +45,22 @@ def ancestral_step(sde, x, score, t, t_next, z):
     return ddim_step(sde, x, score, t, t_next, 1.0, z)
 
 
-def euler_maruyama(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float | None = None,
-                   denoise: bool = False, final_noise: bool = False, return_info: bool = False,
-                   return_trajectory: bool = False, example_offset=0, x_init=None):
+def _step_rule_loop(score_fn, sde, start: Start, step_rule, final_noise: bool):
+    """``x_{n+1} = step_rule(sde, x_n, s(x_n, t_n), t_n, t_{n+1}, z_n)`` on the grid, one score call a step."""
+    ts, steps = start.ts, start.steps
+
+    def body(carry, n):
+        (x,) = carry
+        t, t_next = ts[n], ts[n + 1]
+        z = _core.step_normal(start.keys, n, start.shape[1:]) * _noise_scale(n, steps, final_noise)
+        return (step_rule(sde, x, call_score(score_fn, x, t), t, t_next, z),)
+
+    (x,), traj = _core.scan_steps(body, (start.x,), steps, start.trajectory)
+    return x, traj, steps
+
+
+@fixed_step(steps=1000, grid="uniform")
+def euler_maruyama(score_fn, sde, start: Start, *, final_noise: bool = False):
     r"""Euler-Maruyama on the reverse SDE :math:`dx = [f(t)x - g(t)^2 s(x,t)]dt + g(t)d\bar W`:
 
     .. math:: x_{n+1} = x_n + [f(t_n)x_n - g(t_n)^2 s(x_n, t_n)]\,\Delta_n + g(t_n)\sqrt{|\Delta_n|}\,z_n,
@@ -53,36 +68,17 @@ def euler_maruyama(key, score_fn, sde, shape, *, steps: int = 1000, grid="unifor
 
     Returns samples ``[B, *D]`` (``(samples, info)`` with ``return_info``).
     """
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
-
-    def body(carry, n):
-        (x,) = carry
-        t, t_next = ts[n], ts[n + 1]
-        z = _core.step_normal(keys, n, shape[1:]) * _noise_scale(n, steps, final_noise)
-        return (em_step(sde, x, call_score(score_fn, x, t), t, t_next, z),)
-
-    (x,), traj = _core.scan_steps(body, (x0,), steps, return_trajectory)
-    return _core.finish(x, x0, traj, ts, steps, score_fn, sde, denoise, return_info, return_trajectory)
+    return _step_rule_loop(score_fn, sde, start, em_step, final_noise)
 
 
-def reverse_diffusion(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float | None = None,
-                      denoise: bool = False, final_noise: bool = False, return_info: bool = False,
-                      return_trajectory: bool = False, example_offset=0, x_init=None):
+@fixed_step(steps=1000, grid="uniform")
+def reverse_diffusion(score_fn, sde, start: Start, *, final_noise: bool = False):
     r"""score_sde's reverse-diffusion predictor: with the forward discretisation
     :math:`x_{t} = x_{t'} + f_n + G_n z` (``sde.discretize``, exact transition from :math:`t' = t_{n+1}`),
 
     .. math:: x_{n+1} = x_n - f_n + G_n^2\, s(x_n, t_n) + G_n z_n .
     """
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
-
-    def body(carry, n):
-        (x,) = carry
-        t, t_next = ts[n], ts[n + 1]
-        z = _core.step_normal(keys, n, shape[1:]) * _noise_scale(n, steps, final_noise)
-        return (reverse_diffusion_step(sde, x, call_score(score_fn, x, t), t, t_next, z),)
-
-    (x,), traj = _core.scan_steps(body, (x0,), steps, return_trajectory)
-    return _core.finish(x, x0, traj, ts, steps, score_fn, sde, denoise, return_info, return_trajectory)
+    return _step_rule_loop(score_fn, sde, start, reverse_diffusion_step, final_noise)
 
 
 def ddim_step(sde, x, score, t, s, eta, z):
@@ -106,29 +102,28 @@ def ddim_step(sde, x, score, t, s, eta, z):
     return alpha_s * x0 + jnp.sqrt(sigma_s**2 - c2) * eps + jnp.sqrt(c2) * z
 
 
-def _ddim_loop(key, score_fn, sde, shape, *, steps, grid, t_min, rho, denoise, eta, final_noise, return_info,
-               return_trajectory, example_offset, x_init=None):
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
+def ddim_loop(score_fn, sde, start: Start, eta, final_noise: bool):
+    """DDIM steps (:func:`ddim_step`) down the grid; noise drawn only when ``eta`` is not a literal 0."""
+    ts, steps = start.ts, start.steps
     stochastic = not (isinstance(eta, (int, float)) and eta == 0)
-    eta = jnp.asarray(eta, x0.dtype)
+    eta = jnp.asarray(eta, start.x.dtype)
 
     def body(carry, n):
         (x,) = carry
         t, s = ts[n], ts[n + 1]
         score = call_score(score_fn, x, t)
         if stochastic:
-            z = _core.step_normal(keys, n, shape[1:]) * _noise_scale(n, steps, final_noise)
+            z = _core.step_normal(start.keys, n, start.shape[1:]) * _noise_scale(n, steps, final_noise)
         else:
             z = jnp.zeros_like(x)
         return (ddim_step(sde, x, score, t, s, eta, z),)
 
-    (x,), traj = _core.scan_steps(body, (x0,), steps, return_trajectory)
-    return _core.finish(x, x0, traj, ts, steps, score_fn, sde, denoise, return_info, return_trajectory)
+    (x,), traj = _core.scan_steps(body, (start.x,), steps, start.trajectory)
+    return x, traj, steps
 
 
-def ancestral(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t_min=None, rho: float | None = None,
-              denoise: bool = False, final_noise: bool = False, return_info: bool = False,
-              return_trajectory: bool = False, example_offset=0, x_init=None):
+@fixed_step(steps=1000, grid="uniform")
+def ancestral(score_fn, sde, start: Start, *, final_noise: bool = False):
     r"""Ancestral sampling: draw :math:`x_{t_{n+1}} \sim q(x_{t_{n+1}} | x_{t_n}, \hat x_0)`, the exact Gaussian
     posterior of the forward process with Tweedie's :math:`\hat x_0` (DDPM for VP, score_sde's
     ancestral predictor for VE). Identical to :func:`ddim_step` with ``eta = 1``:
@@ -136,6 +131,9 @@ def ancestral(key, score_fn, sde, shape, *, steps: int = 1000, grid="uniform", t
     .. math:: x_s = \frac{a_{t|s}\sigma_s^2}{\sigma_t^2} x_t + \frac{\alpha_s v_{t|s}}{\sigma_t^2}\hat x_0
               + \sqrt{\frac{\sigma_s^2 v_{t|s}}{\sigma_t^2}}\, z .
     """
-    return _ddim_loop(key, score_fn, sde, shape, steps=steps, grid=grid, t_min=t_min, rho=rho, denoise=denoise,
-                      eta=1.0, final_noise=final_noise, return_info=return_info,
-                      return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init)
+    return ddim_loop(score_fn, sde, start, 1.0, final_noise)
+
+
+EULER_MARUYAMA = Sampler("euler_maruyama", euler_maruyama)
+REVERSE_DIFFUSION = Sampler("reverse_diffusion", reverse_diffusion)
+ANCESTRAL = Sampler("ancestral", ancestral)

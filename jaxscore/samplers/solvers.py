@@ -21,29 +21,32 @@ References: DDIM (Song, Meng & Ermon 2021), DPM-Solver++ (Lu et al. 2022, multis
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
+from jaxscore._checks import check_choice
 from jaxscore.samplers import _core
-from jaxscore.samplers._core import call_score
-from jaxscore.samplers.sde_samplers import _ddim_loop, _noise_scale
+from jaxscore.samplers._core import Start, call_score, fixed_step
+from jaxscore.samplers.base import Sampler, always
+from jaxscore.samplers.sde_samplers import _noise_scale, ddim_loop
 
 HISTORY = 3  # number of stored x0-predictions (enough for third order + UniC)
 
 
-def ddim(key, score_fn, sde, shape, *, steps: int = 50, eta: float = 0.0, grid="uniform", t_min=None,
-         rho: float | None = None, denoise: bool = False, final_noise: bool = False, return_info: bool = False,
-         return_trajectory: bool = False, example_offset=0, x_init=None):
+@fixed_step(steps=50, grid="uniform")
+def ddim(score_fn, sde, start: Start, *, eta: float = 0.0, final_noise: bool = False):
     r"""DDIM (see :func:`jaxscore.samplers.sde_samplers.ddim_step`): ``eta = 0`` is deterministic and
     equals first-order DPM-Solver(++) on the probability-flow ODE; ``eta = 1`` is ancestral (DDPM).
     """
-    return _ddim_loop(key, score_fn, sde, shape, steps=steps, grid=grid, t_min=t_min, rho=rho, denoise=denoise,
-                      eta=eta, final_noise=final_noise, return_info=return_info,
-                      return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init)
+    return ddim_loop(score_fn, sde, start, eta, final_noise)
 
 
 # --- coefficient algebra: a "combo" is a coefficient vector over the stored x0's [m0, m1, m2] -----
-
+# Each order's update is one function below returning its coefficients; the scan body evaluates
+# every order a run can use and keeps the one its static schedule assigns to the step.
 def _e(i):
     return jnp.zeros(HISTORY).at[i].set(1.0)
 
@@ -74,13 +77,13 @@ class _Grid:
         return self.lam[jnp.maximum(i, 0)]
 
 
-def _multistep(key, score_fn, sde, shape, *, steps, grid, t_min, rho, denoise, order, lower_order_final,
-               return_info, return_trajectory, example_offset, update, x_init=None, stochastic=False, final_noise=False):
+def _multistep(score_fn, sde, start: Start, *, order, lower_order_final, update, stochastic=False,
+               final_noise=False):
     """Shared loop: at step n evaluate m_n = x0(x_n, t_n), push it, then ``x_{n+1} = update(...)``."""
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
+    ts, steps, x0 = start.ts, start.steps, start.x
     g = _Grid(sde, ts)
     orders = jnp.asarray(_core.order_schedule(steps, order, lower_order_final))
-    hist0 = jnp.zeros((HISTORY,) + shape, x0.dtype)
+    hist0 = jnp.zeros((HISTORY,) + start.shape, x0.dtype)
 
     def body(carry, n):
         x, hist = carry
@@ -88,49 +91,75 @@ def _multistep(key, score_fn, sde, shape, *, steps, grid, t_min, rho, denoise, o
         m = sde.denoise(x, call_score(score_fn, x, t), _core.tvec(t, x))
         hist = _push(hist, m)
         if stochastic:
-            z = _core.step_normal(keys, n, shape[1:]) * _noise_scale(n, steps, final_noise)
+            z = _core.step_normal(start.keys, n, start.shape[1:]) * _noise_scale(n, steps, final_noise)
         else:
             z = None
         x = update(g, n, orders[n], x, hist, z)
         return x, hist
 
-    (x, _), traj = _core.scan_steps(body, (x0, hist0), steps, return_trajectory)
-    return _core.finish(x, x0, traj, ts, steps, score_fn, sde, denoise, return_info, return_trajectory)
+    (x, _), traj = _core.scan_steps(body, (x0, hist0), steps, start.trajectory)
+    return x, traj, steps
 
 
-def _dpmpp_coefs(g, n, order):
-    r"""DPM-Solver++ multistep (orders 1-3) for the step n -> n+1: returns ``(cx, coefs)``."""
-    lam_t, lam_s0, lam_s1, lam_s2 = g.lam[n + 1], g.lam[n], g.lam_at(n - 1), g.lam_at(n - 2)
-    alpha_t, sigma_t, sigma_s0 = g.alpha[n + 1], g.sigma[n + 1], g.sigma[n]
-    h = lam_t - lam_s0
-    phi1 = -jnp.expm1(-h)  # 1 - e^{-h}
-    cx = sigma_t / sigma_s0
+class _Step(NamedTuple):
+    """The step ``n -> n + 1`` in half log-SNR: ``h = lam[n+1] - lam[n] > 0`` and the λ's of the two
+    earlier grid points (whose x0's are ``hist[1]``, ``hist[2]``)."""
+
+    n: jax.Array
+    h: jax.Array
+    alpha_t: jax.Array
+    sigma_t: jax.Array
+    sigma_s0: jax.Array
+    lam_s0: jax.Array
+    lam_s1: jax.Array
+    lam_s2: jax.Array
+
+
+def _step(g, n) -> _Step:
+    return _Step(n, g.lam[n + 1] - g.lam[n], g.alpha[n + 1], g.sigma[n + 1], g.sigma[n], g.lam[n], g.lam_at(n - 1),
+                 g.lam_at(n - 2))
+
+
+def _dpmpp_order1(s: _Step):
+    r"""DDIM / DPM-Solver++(1): :math:`x_t = \tfrac{\sigma_t}{\sigma_s}x + \alpha_t(1 - e^{-h})\,m_0`."""
+    phi1 = -jnp.expm1(-s.h)  # 1 - e^{-h}
+    return s.alpha_t * phi1 * _e(0)
+
+
+def _dpmpp_order2(s: _Step):
+    r"""2M: :math:`D = (1 + \tfrac{1}{2r})m_0 - \tfrac{1}{2r}m_1`, :math:`r = h_{prev}/h`, in place of :math:`m_0`."""
+    phi1 = -jnp.expm1(-s.h)
+    r = jnp.where(s.n >= 1, (s.lam_s0 - s.lam_s1) / s.h, 1.0)
+    return s.alpha_t * phi1 * ((1.0 + 0.5 / r) * _e(0) - (0.5 / r) * _e(1))
+
+
+def _dpmpp_order3(s: _Step):
+    r"""3M (Lu et al. 2022 / diffusers ``multistep_dpm_solver_third_order_update``, with the factor 2 on
+    :math:`D_2`, see :func:`dpmpp_3m`)."""
     m0, m1, m2 = _e(0), _e(1), _e(2)
-    # order 1 (= DDIM): x_t = cx x + alpha_t (1 - e^{-h}) m0
-    c1 = alpha_t * phi1 * m0
-    # order 2 (2M): D = (1 + 1/(2r)) m0 - 1/(2r) m1,  r = h_prev / h
-    r = jnp.where(n >= 1, (lam_s0 - lam_s1) / h, 1.0)
-    c2 = alpha_t * phi1 * ((1.0 + 0.5 / r) * m0 - (0.5 / r) * m1)
-    # order 3 (3M), Lu et al. 2022 / diffusers multistep_dpm_solver_third_order_update
-    r0 = jnp.where(n >= 1, (lam_s0 - lam_s1) / h, 1.0)
-    r1 = jnp.where(n >= 2, (lam_s1 - lam_s2) / h, 1.0)
+    h = s.h
+    r0 = jnp.where(s.n >= 1, (s.lam_s0 - s.lam_s1) / h, 1.0)
+    r1 = jnp.where(s.n >= 2, (s.lam_s1 - s.lam_s2) / h, 1.0)
     d1_0 = (m0 - m1) / r0
     d1_1 = (m1 - m2) / r1
     d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
     d2 = (d1_0 - d1_1) / (r0 + r1)
     em1 = jnp.expm1(-h)  # e^{-h} - 1
-    c3 = -alpha_t * em1 * m0 + alpha_t * (em1 / h + 1.0) * d1 - 2.0 * alpha_t * ((em1 + h) / h**2 - 0.5) * d2
-    return cx, _select(order, c1, c2, c3)
+    return -s.alpha_t * em1 * m0 + s.alpha_t * (em1 / h + 1.0) * d1 - 2.0 * s.alpha_t * ((em1 + h) / h**2 - 0.5) * d2
 
 
-def _dpmpp_update(g, n, order, x, hist, z):
-    cx, coefs = _dpmpp_coefs(g, n, order)
-    return _combine(cx, x, coefs, hist)
+_DPMPP_ORDERS = (_dpmpp_order1, _dpmpp_order2, _dpmpp_order3)
 
 
-def dpmpp_2m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min=None, rho: float | None = None,
-             denoise: bool = False, lower_order_final: bool = True, return_info: bool = False,
-             return_trajectory: bool = False, example_offset=0, x_init=None):
+def _dpmpp_update(g, n, order, x, hist, z, max_order: int):
+    """DPM-Solver++ multistep: ``x_t = (sigma_t / sigma_s) x + coefs . hist`` with the step's order."""
+    s = _step(g, n)
+    coefs = _select(order, *(f(s) for f in _DPMPP_ORDERS[:max_order]))
+    return _combine(s.sigma_t / s.sigma_s0, x, coefs, hist)
+
+
+@fixed_step(steps=20, grid="logsnr")
+def dpmpp_2m(score_fn, sde, start: Start, *, lower_order_final: bool = True):
     r"""DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), data prediction, one score evaluation per step:
 
     .. math:: x_{t_{n+1}} = \frac{\sigma_{n+1}}{\sigma_n} x_n + \alpha_{n+1}(1 - e^{-h_n})
@@ -139,14 +168,12 @@ def dpmpp_2m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min
 
     first order (DDIM) on the first step and, with ``lower_order_final``, on the last.
     """
-    return _multistep(key, score_fn, sde, shape, steps=steps, grid=grid, t_min=t_min, rho=rho, denoise=denoise,
-                      order=2, lower_order_final=lower_order_final, return_info=return_info,
-                      return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init, update=_dpmpp_update)
+    return _multistep(score_fn, sde, start, order=2, lower_order_final=lower_order_final,
+                      update=functools.partial(_dpmpp_update, max_order=2))
 
 
-def dpmpp_3m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min=None, rho: float | None = None,
-             denoise: bool = False, lower_order_final: bool = True, return_info: bool = False,
-             return_trajectory: bool = False, example_offset=0, x_init=None):
+@fixed_step(steps=20, grid="logsnr")
+def dpmpp_3m(score_fn, sde, start: Start, *, lower_order_final: bool = True):
     r"""DPM-Solver++(3M): third-order multistep in data prediction (warm-up orders 1, 2; with
     ``lower_order_final`` the last two steps use orders 2, 1):
 
@@ -161,28 +188,30 @@ def dpmpp_3m(key, score_fn, sde, shape, *, steps: int = 20, grid="logsnr", t_min
     second order; with the factor the empirical order is >= 3 (tested against the closed-form
     probability-flow of a Gaussian in ``tests/test_samplers.py``).
     """
-    return _multistep(key, score_fn, sde, shape, steps=steps, grid=grid, t_min=t_min, rho=rho, denoise=denoise,
-                      order=3, lower_order_final=lower_order_final, return_info=return_info,
-                      return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init, update=_dpmpp_update)
+    return _multistep(score_fn, sde, start, order=3, lower_order_final=lower_order_final,
+                      update=functools.partial(_dpmpp_update, max_order=3))
+
+
+def _dpmpp_2m_sde_order1(s: _Step, phi):
+    return s.alpha_t * phi * _e(0)
+
+
+def _dpmpp_2m_sde_order2(s: _Step, phi):
+    m0, m1 = _e(0), _e(1)
+    r0 = jnp.where(s.n >= 1, (s.lam_s0 - s.lam_s1) / s.h, 1.0)
+    return s.alpha_t * phi * m0 + 0.5 * s.alpha_t * phi * (m0 - m1) / r0
 
 
 def _dpmpp_2m_sde_update(g, n, order, x, hist, z):
-    lam_t, lam_s0, lam_s1 = g.lam[n + 1], g.lam[n], g.lam_at(n - 1)
-    alpha_t, sigma_t, sigma_s0 = g.alpha[n + 1], g.sigma[n + 1], g.sigma[n]
-    h = lam_t - lam_s0
-    cx = sigma_t / sigma_s0 * jnp.exp(-h)
-    phi = -jnp.expm1(-2.0 * h)  # 1 - e^{-2h}
-    m0, m1 = _e(0), _e(1)
-    c1 = alpha_t * phi * m0
-    r0 = jnp.where(n >= 1, (lam_s0 - lam_s1) / h, 1.0)
-    c2 = alpha_t * phi * m0 + 0.5 * alpha_t * phi * (m0 - m1) / r0
-    coefs = _select(order, c1, c2)
-    return _combine(cx, x, coefs, hist) + sigma_t * jnp.sqrt(phi) * z
+    s = _step(g, n)
+    cx = s.sigma_t / s.sigma_s0 * jnp.exp(-s.h)
+    phi = -jnp.expm1(-2.0 * s.h)  # 1 - e^{-2h}
+    coefs = _select(order, _dpmpp_2m_sde_order1(s, phi), _dpmpp_2m_sde_order2(s, phi))
+    return _combine(cx, x, coefs, hist) + s.sigma_t * jnp.sqrt(phi) * z
 
 
-def dpmpp_2m_sde(key, score_fn, sde, shape, *, steps: int = 50, grid="logsnr", t_min=None, rho: float | None = None,
-                 denoise: bool = False, lower_order_final: bool = True, final_noise: bool = False,
-                 return_info: bool = False, return_trajectory: bool = False, example_offset=0, x_init=None):
+@fixed_step(steps=50, grid="logsnr")
+def dpmpp_2m_sde(score_fn, sde, start: Start, *, lower_order_final: bool = True, final_noise: bool = False):
     r"""DPM-Solver++(2M) SDE variant (Lu et al. 2022; diffusers "midpoint"), for the reverse SDE:
 
     .. math:: x_t = \frac{\sigma_t}{\sigma_s}e^{-h}x_s + \alpha_t(1-e^{-2h})\Big[D_0 + \tfrac12 D_1\Big]
@@ -192,9 +221,7 @@ def dpmpp_2m_sde(key, score_fn, sde, shape, *, steps: int = 50, grid="logsnr", t
     :math:`D_0 = \hat x_0^{(n)}`, :math:`D_1 = (\hat x_0^{(n)} - \hat x_0^{(n-1)})/r`.
     The last step is noiseless unless ``final_noise``.
     """
-    return _multistep(key, score_fn, sde, shape, steps=steps, grid=grid, t_min=t_min, rho=rho, denoise=denoise,
-                      order=2, lower_order_final=lower_order_final, return_info=return_info,
-                      return_trajectory=return_trajectory, example_offset=example_offset, x_init=x_init,
+    return _multistep(score_fn, sde, start, order=2, lower_order_final=lower_order_final,
                       update=_dpmpp_2m_sde_update, stochastic=True, final_noise=final_noise)
 
 
@@ -215,50 +242,74 @@ def _unipc_rb(hh, rks, p: int):
     return jnp.stack(R), jnp.stack(b), h_phi_1, B_h
 
 
-def _unipc_coefs(g, i_s0, i_t, order, corrector: bool):
-    r"""Coefficients of UniP (``corrector=False``) / UniC for the step ``i_s0 -> i_t`` with the
-    stored x0's ``[m0 (at i_s0), m1 (at i_s0-1), m2 (at i_s0-2)]``.
+class _UniStep(NamedTuple):
+    """The UniPC step ``i_s0 -> i_t``: ``hh = -h``, ``cx = sigma_t / sigma_s0`` and the divided
+    differences ``D1_k = (m_k - m0) / r_k`` as combos over ``[m0, m1, m2]``, with
+    ``r_k = (lambda_{s_k} - lambda_{s0}) / h < 0`` (a dummy ``-k`` where the history does not exist yet)."""
 
-    Returns ``(cx, coefs [3], c_t)``: ``x_t = cx x_s0 + coefs . hist + c_t m_t`` (``c_t = 0`` for UniP).
-    """
+    alpha_t: jax.Array
+    hh: jax.Array
+    cx: jax.Array
+    r1: jax.Array
+    r2: jax.Array
+    d1s: list
+
+
+def _uni_step(g, i_s0, i_t) -> _UniStep:
     lam_t, lam_s0 = g.lam[i_t], g.lam[i_s0]
-    alpha_t, sigma_t, sigma_s0 = g.alpha[i_t], g.sigma[i_t], g.sigma[i_s0]
     h = lam_t - lam_s0
-    hh = -h
-    cx = sigma_t / sigma_s0
-    # r_k = (lambda_{s_k} - lambda_{s0}) / h < 0; dummy -k where the history does not exist yet
     r1 = jnp.where(i_s0 >= 1, (g.lam_at(i_s0 - 1) - lam_s0) / h, -1.0)
     r2 = jnp.where(i_s0 >= 2, (g.lam_at(i_s0 - 2) - lam_s0) / h, -2.0)
-    m = [_e(0), _e(1), _e(2)]
-    d1s = [(m[1] - m[0]) / r1, (m[2] - m[0]) / r2]  # D1_k = (m_k - m0)/r_k as combos
-    variants = []
-    for p in (1, 2, 3):
-        rks = jnp.stack([r1, r2][: p - 1] + [jnp.ones_like(r1)])
-        R, b, h_phi_1, B_h = _unipc_rb(hh, rks, p)
-        base = -alpha_t * h_phi_1 * m[0]
-        if not corrector:
-            if p == 1:
-                res = jnp.zeros(HISTORY)
-            elif p == 2:
-                res = 0.5 * d1s[0]
-            else:
-                rhos = jnp.linalg.solve(R[:-1, :-1], b[:-1])
-                res = rhos[0] * d1s[0] + rhos[1] * d1s[1]
-            variants.append((base - alpha_t * B_h * res, jnp.zeros(())))
-        else:
-            rhos = jnp.array([0.5]) if p == 1 else jnp.linalg.solve(R, b)
-            res = sum((rhos[k] * d1s[k] for k in range(p - 1)), jnp.zeros(HISTORY))
-            # D1_t = m_t - m0
-            coefs = base - alpha_t * B_h * (res - rhos[-1] * m[0])
-            variants.append((coefs, -alpha_t * B_h * rhos[-1]))
-    coefs, c_t = _select(order, *variants)
-    return cx, coefs, c_t
+    m0, m1, m2 = _e(0), _e(1), _e(2)
+    return _UniStep(g.alpha[i_t], -h, g.sigma[i_t] / g.sigma[i_s0], r1, r2, [(m1 - m0) / r1, (m2 - m0) / r2])
 
 
-def unipc(key, score_fn, sde, shape, *, steps: int = 20, order: int = 2, grid="logsnr", t_min=None,
-          rho: float | None = None, denoise: bool = False, lower_order_final: bool = True, corrector: bool = True,
-          final_corrector: bool = False, return_info: bool = False, return_trajectory: bool = False,
-          example_offset=0, x_init=None):
+def _uni_rb(u: _UniStep, p: int):
+    rks = jnp.stack([u.r1, u.r2][: p - 1] + [jnp.ones_like(u.r1)])
+    return _unipc_rb(u.hh, rks, p)
+
+
+def _unip_order(u: _UniStep, p: int):
+    r"""UniP of order ``p``: ``coefs`` with :math:`x_t = c_x x_{s_0} + \text{coefs}\cdot\text{hist}`:
+    :math:`-\alpha_t(e^{-h}-1)m_0 - \alpha_t B(h)\sum_k \rho_k D1_k`, :math:`\rho` from the
+    :math:`(p-1)\times(p-1)` system (:math:`\rho = 1/2` at order 2)."""
+    R, b, h_phi_1, B_h = _uni_rb(u, p)
+    if p == 1:
+        res = jnp.zeros(HISTORY)
+    elif p == 2:
+        res = 0.5 * u.d1s[0]
+    else:
+        rhos = jnp.linalg.solve(R[:-1, :-1], b[:-1])
+        res = rhos[0] * u.d1s[0] + rhos[1] * u.d1s[1]
+    return -u.alpha_t * h_phi_1 * _e(0) - u.alpha_t * B_h * res
+
+
+def _unic_order(u: _UniStep, p: int):
+    r"""UniC of order ``p`` (raised by one through :math:`m_t`, with :math:`D1_t = m_t - m_0`):
+    ``(coefs, c_t)`` with :math:`x_t = c_x x_{s_0} + \text{coefs}\cdot\text{hist} + c_t m_t`."""
+    R, b, h_phi_1, B_h = _uni_rb(u, p)
+    rhos = jnp.array([0.5]) if p == 1 else jnp.linalg.solve(R, b)
+    res = sum((rhos[k] * u.d1s[k] for k in range(p - 1)), jnp.zeros(HISTORY))
+    coefs = -u.alpha_t * h_phi_1 * _e(0) - u.alpha_t * B_h * (res - rhos[-1] * _e(0))
+    return coefs, -u.alpha_t * B_h * rhos[-1]
+
+
+def _unip(g, i_s0, i_t, order, max_order: int):
+    """UniP for the step ``i_s0 -> i_t`` at the (traced) ``order``: ``x_t = cx x_s0 + coefs . hist``."""
+    u = _uni_step(g, i_s0, i_t)
+    return u.cx, _select(order, *(_unip_order(u, p) for p in range(1, max_order + 1)))
+
+
+def _unic(g, i_s0, i_t, order, max_order: int):
+    """UniC for the step ``i_s0 -> i_t``: ``x_t = cx x_s0 + coefs . hist + c_t m_t``."""
+    u = _uni_step(g, i_s0, i_t)
+    coefs, c_t = _select(order, *(_unic_order(u, p) for p in range(1, max_order + 1)))
+    return u.cx, coefs, c_t
+
+
+@fixed_step(steps=20, grid="logsnr")
+def unipc(score_fn, sde, start: Start, *, order: int = 2, lower_order_final: bool = True, corrector: bool = True,
+          final_corrector: bool = False):
     r"""UniPC (Zhao et al. 2023), data prediction with :math:`B(h) = e^{h} - 1` ("bh2").
 
     At step n: evaluate :math:`m_n = \hat x_0(\tilde x_n, t_n)` at the predicted :math:`\tilde x_n`; the
@@ -269,12 +320,11 @@ def unipc(key, score_fn, sde, shape, *, steps: int = 20, order: int = 2, grid="l
     more evaluation at ``t_min`` feeds a last UniC step. NFE = steps (+1 with ``final_corrector``,
     +1 with ``denoise``). ``corrector=False`` gives UniP alone.
     """
-    if order not in (1, 2, 3):
-        raise ValueError(f"unipc: order must be 1, 2 or 3, got {order!r}.")
-    shape, steps, ts, keys, x0 = _core.setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init)
+    check_choice("order", order, (1, 2, 3))
+    ts, steps, x0 = start.ts, start.steps, start.x
     g = _Grid(sde, ts)
     orders = jnp.asarray(_core.order_schedule(steps, order, lower_order_final))
-    hist0 = jnp.zeros((HISTORY,) + shape, x0.dtype)
+    hist0 = jnp.zeros((HISTORY,) + start.shape, x0.dtype)
 
     def body(carry, n):
         x_pred, x_last, hist = carry
@@ -282,24 +332,31 @@ def unipc(key, score_fn, sde, shape, *, steps: int = 20, order: int = 2, grid="l
         m_t = sde.denoise(x_pred, call_score(score_fn, x_pred, t), _core.tvec(t, x_pred))
         if corrector:
             prev_order = orders[jnp.maximum(n - 1, 0)]
-            cx, coefs, c_t = _unipc_coefs(g, n - 1, n, prev_order, corrector=True)
+            cx, coefs, c_t = _unic(g, n - 1, n, prev_order, order)
             x_corr = _combine(cx, x_last, coefs, hist) + c_t * m_t
             x = jnp.where(n >= 1, x_corr, x_pred)
         else:
             x = x_pred
         hist = _push(hist, m_t)
-        cx, coefs, _ = _unipc_coefs(g, n, n + 1, orders[n], corrector=False)
+        cx, coefs = _unip(g, n, n + 1, orders[n], order)
         x_next = _combine(cx, x, coefs, hist)
         return x_next, x, hist
 
-    (x, x_last, hist), traj = _core.scan_steps(body, (x0, x0, hist0), steps, return_trajectory)
+    (x, x_last, hist), traj = _core.scan_steps(body, (x0, x0, hist0), steps, start.trajectory)
     nfe = steps
     if final_corrector:
         t = ts[steps]
         m_t = sde.denoise(x, call_score(score_fn, x, t), _core.tvec(t, x))
-        cx, coefs, c_t = _unipc_coefs(g, steps - 1, steps, orders[steps - 1], corrector=True)
+        cx, coefs, c_t = _unic(g, steps - 1, steps, orders[steps - 1], order)
         x = _combine(cx, x_last, coefs, hist) + c_t * m_t
-        if return_trajectory:
+        if start.trajectory:
             traj = traj.at[-1].set(x)
         nfe += 1
-    return _core.finish(x, x0, traj, ts, nfe, score_fn, sde, denoise, return_info, return_trajectory)
+    return x, traj, nfe
+
+
+DDIM = Sampler("ddim", ddim, noise_free=lambda eta, **_: isinstance(eta, (int, float)) and eta == 0)
+DPMPP_2M = Sampler("dpmpp_2m", dpmpp_2m, noise_free=always)
+DPMPP_3M = Sampler("dpmpp_3m", dpmpp_3m, noise_free=always)
+DPMPP_2M_SDE = Sampler("dpmpp_2m_sde", dpmpp_2m_sde)
+UNIPC = Sampler("unipc", unipc, extra=lambda final_corrector, **_: int(bool(final_corrector)), noise_free=always)
