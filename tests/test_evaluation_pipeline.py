@@ -7,12 +7,6 @@ every t: s_t(x) = -x / (α_t² s² + σ_t²). The extractor is a fixed random fe
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +18,7 @@ from jaxscore.samplers import sample
 from jaxscore.sde import VPSDE
 
 import eval_worker
+from multiprocess import run_workers
 
 SDE = VPSDE()
 SHAPE = eval_worker.SHAPE
@@ -89,26 +84,12 @@ def test_sample_quality_identical_sets_and_a_shifted_one():
         sample_quality(make(real), make(real), ("fid", "fdi"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_give_the_statistics_and_fid_of_one(tmp_path):
     """2 processes on loopback (2 fake devices each) sample their own indices; the gathered
     statistics equal a one-process run's: moments to float64 round-off, kept rows exactly."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XLA_FLAGS")}
-    procs = [subprocess.Popen([sys.executable, eval_worker.__file__, "--out", str(tmp_path), "--process_id", str(i),
-                               "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    results = [json.loads(line[len("RESULT "):]) for out, _ in outs for line in out.splitlines() if line.startswith("RESULT ")]
-    assert len(results) == 2 and results[0] == results[1]  # every process holds the merged result
+    results = run_workers(eval_worker.__file__, [["--out", str(tmp_path)]] * 2)
+    assert results[0] == results[1]  # every process holds the merged result
     with np.load(tmp_path / "process_0.npz") as f:
         multi = FeatureStats.from_arrays(dict(f))
     single = eval_worker.statistics(devices=None)

@@ -7,57 +7,24 @@ resumes to step 8; the result must match a one-process run on the same global ba
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 import train_worker
+from multiprocess import run_workers
 from jaxscore.train import Checkpointer, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "train_worker.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(workdir, mode, n_iters, timeout=300):
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("XLA_FLAGS", None)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, "--workdir", str(workdir), "--mode", mode, "--devices", "2",
-             "--n_iters", str(n_iters), "--checkpoint_every", "4",
-             "--num_processes", "2", "--process_id", str(i), "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-        )
-        for i in range(2)
-    ]
-    outs = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=timeout)
-            outs.append((p.returncode, out, err))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    results = []
-    for rc, out, err in outs:
-        assert rc == 0, f"worker failed rc={rc}\n{out[-2000:]}\n{err[-4000:]}"
-        line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1]
-        results.append(json.loads(line[len("RESULT "):]))
-    return results
+    args = ["--workdir", str(workdir), "--mode", mode, "--devices", "2", "--n_iters", str(n_iters),
+            "--checkpoint_every", "4", "--num_processes", "2"]
+    return run_workers(WORKER, [args, args], timeout=timeout)
 
 
 def _reference(tmp_path, mode, n_iters):
