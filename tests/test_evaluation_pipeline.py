@@ -14,7 +14,7 @@ import pytest
 
 from jaxscore.evaluation.stats import FeatureStats, fid_from_stats
 from jaxscore.evaluation.streaming import sample_quality, stats_of_images, stats_of_samples
-from jaxscore.samplers import sample
+from jaxscore.samplers import sample, sample_in_batches
 from jaxscore.sde import VPSDE
 
 import eval_worker
@@ -132,3 +132,30 @@ def test_digits_fid_orders_real_trained_untrained_noise(tmp_path):
     trained = fid_of_model(params)
     worse = [fid_of_model(untrained)] + [fid_from_stats(stats_of_images(x, extractor), ref) for x in noise]
     assert held_out < 0.5 * trained and trained < 0.8 * min(worse), (held_out, trained, worse)
+
+
+def test_partial_scores_with_array_leaves_sample_like_closures():
+    """Scores passed as a Partial with array leaves (parameters, the labels of a classifier-free
+    guided score), as the training evaluators pass them, sample inside the per-device region
+    exactly as the same score closed over: guided with labels per row of a batch (devices=1), and
+    with a parameter leaf over the 8 devices."""
+    from jaxscore import guidance
+
+    base = eval_worker.gaussian_score(SDE)
+
+    def labelled(x, t, y):
+        return base(x, t) * (1.0 + 0.1 * y.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype))
+
+    def guided(labels, x, t):
+        return guidance.classifier_free(labelled, labels, null_label=3, scale=2.0)(x, t)
+
+    labels = jnp.arange(12, dtype=jnp.int32) % 3
+    got = sample_in_batches(KEY, jax.tree_util.Partial(guided, labels), SDE, (12, *SHAPE), 24, "dpmpp_2m", 3,
+                            devices=1, progress=False)
+    closed = lambda x, t: guided(labels, x, t)  # noqa: E731
+    want = [sample(KEY, closed, SDE, (12, *SHAPE), "dpmpp_2m", steps=3, example_offset=o) for o in (0, 12)]
+    np.testing.assert_allclose(np.asarray(got), np.concatenate(want), rtol=1e-6, atol=1e-6)
+    scaled = jax.tree_util.Partial(lambda scale, x, t: base(x, t) * scale, jnp.float32(1.0))
+    sharded = sample_in_batches(KEY, scaled, SDE, (16, *SHAPE), 24, "dpmpp_2m", 3, progress=False)
+    np.testing.assert_allclose(np.asarray(sharded), np.asarray(sample(KEY, base, SDE, (24, *SHAPE), "dpmpp_2m", steps=3)),
+                               rtol=1e-6, atol=1e-6)

@@ -194,13 +194,19 @@ def _sample_batch(fn, key, offset, score_fn, sde, shape, steps, mesh, options):
     (axis,) = mesh.axis_names
     rows = shape[0] // mesh.size
 
-    def per_device(offset):  # key, score_fn, sde: closed over, replicated
+    # the arrays among key / score_fn / sde enter the per-device body as replicated inputs (closed
+    # over, they would carry the outer mesh's sharding into the manual region and fail there)
+    arrays, static = eqx.partition((key, score_fn, sde), eqx.is_array)
+
+    def per_device(offset, arrays):
+        key, score_fn, sde = eqx.combine(arrays, static)
         device_offset = offset + jax.lax.axis_index(axis).astype(jnp.uint32) * jnp.uint32(rows)
         return fn(key, score_fn, sde, (rows, *shape[1:]), steps=steps, example_offset=device_offset, **options)
 
     # check_vma=False: the samplers' scans / diffrax loops mix replicated constants into carries
     # that become per-device; nothing is reduced across devices, so there is nothing to check.
-    return jax.shard_map(per_device, mesh=mesh, in_specs=P(), out_specs=P(axis), check_vma=False)(offset)
+    return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P()), out_specs=P(axis),
+                         check_vma=False)(offset, arrays)
 
 
 def iter_sample_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: str = "dpmpp_2m",
