@@ -14,11 +14,7 @@ multiplies round-off by g^2 / sigma^2); a wrong key or offset would change a sam
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -26,12 +22,12 @@ import pytest
 from jax.sharding import Mesh
 
 import sample_worker
+from multiprocess import REPO, run_workers
 from jaxscore.data.toy import ring_mixture
 from jaxscore.samplers import get_sampler, sample, sample_in_batches
 from jaxscore.samplers.api import iter_sample_batches, process_rows, sample_local_shard
 from jaxscore.sde import VPSDE
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "sample_worker.py")
 
 SDE = VPSDE()
@@ -159,48 +155,15 @@ def test_bad_arguments_raise_clear_errors():
         get_sampler("ode")(KEY, SCORE, SDE, (4, 2), steps=2, example_offset=1.5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch_workers(out_dir, devices_per_process=(3, 2), timeout=300):
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("XLA_FLAGS", None)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, "--out", str(out_dir), "--devices", str(d), "--num_processes",
-             str(len(devices_per_process)), "--process_id", str(i), "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-        )
-        for i, d in enumerate(devices_per_process)
-    ]
-    outs = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=timeout)
-            outs.append((p.returncode, out, err))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    results = []
-    for rc, out, err in outs:
-        assert rc == 0, f"worker failed rc={rc}\n{out[-2000:]}\n{err[-4000:]}"
-        line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1]
-        results.append(json.loads(line[len("RESULT "):]))
-    return results
-
-
 @pytest.mark.slow
 def test_two_processes_gathered_equal_one_process(tmp_path):
     """Two jax.distributed processes on loopback with 3 and 2 devices (the split of the indices
     does not depend on device counts): each draws only its own rows; put at their global indices
     they equal one single-process call, also with a score over parameters that span both
     processes (as an eval hook of multi-host training passes)."""
-    results = _launch_workers(tmp_path)
+    devices_per_process = (3, 2)
+    results = run_workers(WORKER, [["--out", str(tmp_path), "--devices", str(d), "--num_processes",
+                                    str(len(devices_per_process))] for d in devices_per_process])
     assert [(r["process_index"], r["process_count"], r["local_devices"]) for r in results] == [(0, 2, 3), (1, 2, 2)]
     key, sde, score_fn = sample_worker.problem()
     num = sample_worker.NUM

@@ -391,8 +391,8 @@ def sde_sampler(
     check_grid(grid, steps, rho, "sde_sampler")
     grid = explicit_grid_now(sde, steps, grid)
     _check_trajectory(return_trajectory)
-    x, info = _sde_sampler_impl(key, check_example_offset(example_offset), score_fn, sde, shape, solver=solver, steps=steps,
-                                grid=grid, rho=rho, t_min=t_min, denoise=bool(denoise),
+    x, info = _sde_sampler_impl(key, check_example_offset(example_offset), score_fn, sde, shape, solver=solver,
+                                steps=steps, grid=grid, rho=rho, t_min=t_min, denoise=bool(denoise),
                                 return_trajectory=return_trajectory)
     if return_info or return_trajectory:
         return x, info

@@ -56,7 +56,7 @@ def check_explicit_grid(sde, steps: int, grid) -> jax.Array:
     """An explicit grid: a 1-D float array of ``steps + 1`` strictly decreasing times in ``[0, T]``
     (values checked when concrete). Returned as an array of the default float dtype."""
     ts = jnp.asarray(grid)
-    if ts.shape != (steps + 1,) or not (jnp.issubdtype(ts.dtype, jnp.floating) or jnp.issubdtype(ts.dtype, jnp.integer)):
+    if ts.shape != (steps + 1,) or not jnp.issubdtype(ts.dtype, jnp.number) or jnp.iscomplexobj(ts):
         raise ValueError(f"grid: an explicit grid must be a real 1-D array of shape [steps + 1] = ({steps + 1},), "
                          f"got {ts.dtype} {ts.shape}.")
     ts = ts.astype(jnp.result_type(float))

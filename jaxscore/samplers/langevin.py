@@ -62,8 +62,8 @@ def langevin_corrector_step(x, score, z, snr, a, sigma=None, rule: str = "snr"):
 
 
 @fixed_step(steps=1000, grid="uniform")
-def pc(score_fn, sde, start: Start, *, predictor: str = "reverse_diffusion", snr: float = 0.16, corrector_steps: int = 1,
-       step_size: str = "sigma", final_noise: bool = False):
+def pc(score_fn, sde, start: Start, *, predictor: str = "reverse_diffusion", snr: float = 0.16,
+       corrector_steps: int = 1, step_size: str = "sigma", final_noise: bool = False):
     r"""Predictor-corrector sampler (score_sde Alg. 2/3).
 
     For each step n: ``corrector_steps`` Langevin corrections at :math:`t_n`, then the predictor from
