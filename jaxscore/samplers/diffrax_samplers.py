@@ -193,24 +193,14 @@ def probability_flow_solve(
     steps = check_steps(steps)
     adaptive = steps is None
     solver_obj = make_solver(solver, adaptive=adaptive)
-    dtype = x.dtype
+    t0, t1, ts = _solve_interval(t0, t1, ts, steps, x.dtype)
 
     def vf(t, y, args):
         return sde.probability_flow_drift(score_fn, y[None], jnp.reshape(t, (1,)).astype(y.dtype))[0]
 
     term = diffrax.ODETerm(vf)
-    t0 = jnp.asarray(t0, dtype)
-    t1 = jnp.asarray(t1, dtype)
-    if ts is not None:
-        if adaptive or ts.shape != (steps + 1,):
-            raise ValueError(f"ts: expected fixed steps and shape ({steps}+1,), got steps={steps}, shape {ts.shape}.")
-        ts = jnp.asarray(ts, dtype)
-        t0, t1 = ts[0], ts[-1]
     controller, dt0 = step_controller(t0, t1, steps=steps, rtol=rtol, atol=atol, ts=ts)
-    if save_ts is None:
-        saveat = diffrax.SaveAt(t1=True)
-    else:
-        saveat = diffrax.SaveAt(ts=save_ts)
+    saveat = _save_at(save_ts)
 
     def solve_one(y0):
         sol = diffrax.diffeqsolve(
@@ -220,23 +210,43 @@ def probability_flow_solve(
         return sol.ys, sol.stats
 
     ys, stats = jax.vmap(solve_one)(x)
-    nfe = nfe_from_stats(solver, stats["num_steps"], adaptive=adaptive)
-    info = {
-        "nfe": jnp.max(nfe),
-        "nfe_per_example": nfe,
-        "num_steps": stats["num_steps"],
-        "num_accepted_steps": stats["num_accepted_steps"],
-        "num_rejected_steps": stats["num_rejected_steps"],
-    }
-    if save_ts is None:
-        return ys[:, -1], info
-    info["trajectory"] = jnp.swapaxes(ys, 0, 1)
-    info["ts"] = save_ts
+    info = stats_info(solver, stats, adaptive=adaptive)
+    if save_ts is not None:
+        info["trajectory"] = jnp.swapaxes(ys, 0, 1)
+        info["ts"] = save_ts
     return ys[:, -1], info
 
 
-def _denoise(score_fn, sde, x, t_min):
+def _solve_interval(t0, t1, ts, steps: int | None, dtype):
+    """``(t0, t1, ts)`` in ``dtype``; fixed-step times ``ts [steps + 1]`` (when given) set both ends."""
+    t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
+    if ts is None:
+        return t0, t1, None
+    if steps is None or ts.shape != (steps + 1,):
+        raise ValueError(f"ts: expected fixed steps and shape ({steps}+1,), got steps={steps}, shape {ts.shape}.")
+    ts = jnp.asarray(ts, dtype)
+    return ts[0], ts[-1], ts
+
+
+def _save_at(save_ts) -> diffrax.SaveAt:
+    """Save the end state only, or the states at ``save_ts`` (in the solver's time variable)."""
+    return diffrax.SaveAt(t1=True) if save_ts is None else diffrax.SaveAt(ts=save_ts)
+
+
+def stats_info(solver: str, stats: dict, *, adaptive: bool) -> dict:
+    """``info`` of a vmapped solve from diffrax's per-example ``stats``: ``nfe`` (batched score
+    evaluations: the max over examples), ``nfe_per_example``, ``num_steps``, ``num_accepted_steps``,
+    ``num_rejected_steps`` [B]."""
+    nfe = nfe_from_stats(solver, stats["num_steps"], adaptive=adaptive)
+    return {"nfe": jnp.max(nfe), "nfe_per_example": nfe, "num_steps": stats["num_steps"],
+            "num_accepted_steps": stats["num_accepted_steps"], "num_rejected_steps": stats["num_rejected_steps"]}
+
+
+def _denoise(score_fn, sde, x, t_min, info: dict):
+    """Tweedie's E[x_0 | x_{t_min}] (one more score evaluation, counted in ``info``)."""
     t = jnp.full(x.shape[:1], t_min, x.dtype)
+    info["nfe"] = info["nfe"] + 1
+    info["nfe_per_example"] = info["nfe_per_example"] + 1
     return sde.denoise(x, score_fn(x, t), t)
 
 
@@ -328,9 +338,7 @@ def _ode_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, step
         max_steps=max_steps, save_ts=save_ts, adjoint=adjoint, ts=ts,
     )
     if denoise:
-        x = _denoise(score_fn, sde, x, t_min)
-        info["nfe"] = info["nfe"] + 1
-        info["nfe_per_example"] = info["nfe_per_example"] + 1
+        x = _denoise(score_fn, sde, x, t_min, info)
     info["x_T"] = x_T
     if ts is not None:
         info["grid"] = ts
@@ -399,6 +407,21 @@ def sde_sampler(
     return x
 
 
+def _reverse_sde_terms(score_fn, sde, bm) -> diffrax.MultiTerm:
+    r"""The reverse SDE in :math:`s = T - t` (one example, ``y: [*D]``): drift
+    :math:`g(t)^2 s(y, t) - f(t) y` and diffusion :math:`g(t) I` against the Brownian path ``bm``."""
+    T = float(sde.T)
+
+    def drift(s, y, args):
+        t = jnp.reshape(T - s, (1,)).astype(y.dtype)
+        return -sde.reverse_drift(score_fn, y[None], t)[0]
+
+    def diffusion(s, y, args):
+        return lineax.DiagonalLinearOperator(jnp.full(y.shape, sde.diffusion(T - s), y.dtype))
+
+    return diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
+
+
 @eqx.filter_jit
 def _sde_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, steps, grid, rho, t_min, denoise,
                       return_trajectory):
@@ -406,25 +429,15 @@ def _sde_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, step
     data_shape = shape[1:]
     T = float(sde.T)
     dtype = float_dtype()
-
-    def drift(s, y, args):
-        t = jnp.reshape(T - s, (1,)).astype(y.dtype)
-        return -sde.reverse_drift(score_fn, y[None], t)[0]
-
-    def diffusion(s, y, args):
-        g = sde.diffusion(T - s)
-        return lineax.DiagonalLinearOperator(jnp.full(data_shape, g, y.dtype))
-
     ts = fixed_grid(sde, steps, grid, t_min, rho, dtype)  # decreasing in t, ts[0] = T
     s_grid = (T - ts).at[0].set(0.0)  # increasing in s = T - t
     s1 = s_grid[-1]
     controller = diffrax.StepTo(ts=s_grid)
+    s_save = None
     if return_trajectory:
         t_save = _trajectory_times(T, t_min, steps, return_trajectory, ts).astype(dtype)
         s_save = jnp.clip(T - t_save, 0.0, s1).at[0].set(0.0).at[-1].set(s1)
-        saveat = diffrax.SaveAt(ts=s_save)
-    else:
-        saveat = diffrax.SaveAt(t1=True)
+    saveat = _save_at(s_save)
     ex_keys = example_keys(key, shape[0], example_offset)
     y0 = prior_draw(ex_keys, sde, shape)
     bm_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(ex_keys)
@@ -432,20 +445,17 @@ def _sde_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, step
 
     def solve_one(y0_i, key_i):
         bm = diffrax.UnsafeBrownianPath(shape=bm_shape, key=key_i)
-        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
         sol = diffrax.diffeqsolve(
-            terms, solver_obj, jnp.zeros((), dtype), s1, None, y0_i, stepsize_controller=controller,
+            _reverse_sde_terms(score_fn, sde, bm), solver_obj, jnp.zeros((), dtype), s1, None, y0_i, stepsize_controller=controller,
             max_steps=steps, adjoint=diffrax.ForwardMode(), saveat=saveat,
         )
-        return sol.ys, sol.stats["num_steps"]
+        return sol.ys, sol.stats
 
-    ys, num_steps = jax.vmap(solve_one)(y0, bm_keys)
+    ys, stats = jax.vmap(solve_one)(y0, bm_keys)
     x = ys[:, -1]
-    nfe = nfe_from_stats(solver, num_steps, adaptive=False)
+    info = {**stats_info(solver, stats, adaptive=False), "x_T": y0, "grid": ts}
     if denoise:
-        x = _denoise(score_fn, sde, x, t_min)
-        nfe = nfe + 1
-    info = {"nfe": jnp.max(nfe), "nfe_per_example": nfe, "num_steps": num_steps, "x_T": y0, "grid": ts}
+        x = _denoise(score_fn, sde, x, t_min, info)
     if return_trajectory:
         info["trajectory"] = jnp.swapaxes(ys, 0, 1)
         info["ts"] = t_save
