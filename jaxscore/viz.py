@@ -161,13 +161,12 @@ def save_guidance_curves(by_scale: dict, path: str) -> str:
     ax = axes[0, 0]
     for k in range(acc.shape[1]):
         ax.plot(xs, acc[:, k], color="0.6", lw=0.8, marker=".", label="per class" if k == 0 else None)
-        ax.annotate(str(k), (xs[-1], acc[-1, k]), fontsize=7, xytext=(3, 0), textcoords="offset points")
     ax.plot(xs, acc.mean(1), color="C0", lw=2.5, marker="o", label="mean")
     ax.set(xlabel="guidance scale", ylabel="classified as its label", ylim=(-0.02, 1.02))
     ax.legend(loc="lower right")
     if has_fid:
         axes[0, 1].plot(xs, [by_scale[s]["fid"] for s in scales], color="C1", marker="o")
-        axes[0, 1].set(xlabel="guidance scale", ylabel="FID")
+        axes[0, 1].set(xlabel="guidance scale", ylabel="FID (evaluation features)")
     fig.tight_layout()
     _ensure_dir(path)
     fig.savefig(path, dpi=110)
