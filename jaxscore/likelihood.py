@@ -48,9 +48,9 @@ from jaxscore.samplers.diffrax_samplers import (
     check_steps,
     default_adjoint,
     make_solver,
-    nfe_from_stats,
     probability_flow_solve,
     resolve_t_min,
+    stats_info,
     step_controller,
 )
 
@@ -170,9 +170,9 @@ def _log_likelihood_impl(key, score_fn, sde, x, *, divergence, probe, num_probes
             saveat=diffrax.SaveAt(t1=True), adjoint=default_adjoint(adjoint),
         )
         z, delta = sol.ys
-        return z[-1], delta[-1], sol.stats["num_steps"]
+        return z[-1], delta[-1], sol.stats
 
-    z, delta, num_steps = jax.vmap(solve_one)(x, example_keys(key, x.shape[0]))
+    z, delta, stats = jax.vmap(solve_one)(x, example_keys(key, x.shape[0]))
     if prior_log_prob is None:
         prior_logp = sde.prior_log_prob(z)
     else:
@@ -180,15 +180,7 @@ def _log_likelihood_impl(key, score_fn, sde, x, *, divergence, probe, num_probes
         if prior_logp.shape != (x.shape[0],):
             raise ValueError(f"prior_log_prob: expected output of shape [B] = ({x.shape[0]},), got {prior_logp.shape}.")
         prior_logp = prior_logp.astype(dtype)
-    nfe = nfe_from_stats(solver, num_steps, adaptive=adaptive)
-    info = {
-        "nfe": jnp.max(nfe),
-        "nfe_per_example": nfe,
-        "num_steps": num_steps,
-        "z": z,
-        "prior_logp": prior_logp,
-        "delta_logp": delta,
-    }
+    info = {**stats_info(solver, stats, adaptive=adaptive), "z": z, "prior_logp": prior_logp, "delta_logp": delta}
     return prior_logp + delta, info
 
 

@@ -45,7 +45,7 @@ from typing import Any, Callable, Literal
 import jax
 import jax.numpy as jnp
 
-from jaxscore._checks import broadcast_to_data, check_float_array
+from jaxscore._checks import broadcast_to_data, check_batch, check_float_array
 from jaxscore.divergence import sample_probes, value_and_exact_divergence, value_and_hutchinson_divergence
 from jaxscore.parameterization import edm_denoise, make_score_fn, output_to_score
 
@@ -109,13 +109,7 @@ def _noise_free_model(apply: ApplyFn, params: Any, t, x: jax.Array, kwargs: dict
     """``x -> s(x)``: the model at fixed ``t`` (scalar -> [B]), or without a time input when ``t is None``."""
     if t is None:
         return lambda y: _call(apply, params, y, None, kwargs, has_t=False)
-    t = jnp.asarray(t)
-    if not jnp.issubdtype(t.dtype, jnp.floating):
-        t = t.astype(x.dtype)
-    if t.ndim == 0:
-        t = jnp.broadcast_to(t, x.shape[:1])
-    if t.shape != x.shape[:1]:
-        raise ValueError(f"t: expected a scalar or shape [B] = {tuple(x.shape[:1])}, got shape {tuple(t.shape)}.")
+    _, t = check_batch(x, t)  # a scalar t is broadcast to [B]
     return lambda y: _call(apply, params, y, t, kwargs)
 
 

@@ -450,7 +450,7 @@ def test_argument_errors_are_clear():
         (lambda: L.multiscale_dsm_loss(_mlp, p, k, x, SIGMAS[None]), r"sigmas: expected a 1-D ladder"),
         (lambda: L.multiscale_dsm_loss(_mlp, p, k, x, SIGMAS, noise_input="t"), r"noise_input"),
         (lambda: L.dsm_loss(_mlp_no_t, p, k, x, jnp.ones(3)), r"sigma: expected a scalar or shape \[B\] = \(4,\)"),
-        (lambda: L.dsm_loss(_mlp, p, k, x, 0.1, t=jnp.ones(3)), r"t: expected a scalar or shape \[B\]"),
+        (lambda: L.dsm_loss(_mlp, p, k, x, 0.1, t=jnp.ones(3)), r"t: expected shape \[B\] = \(4,\)"),
         (lambda: L.explicit_score_matching(_mlp_no_t, p, x, jnp.zeros((4, 3))), r"true_score: expected shape \(4, 2\)"),
         (lambda: L.eps_loss(_mlp, p, k, jnp.zeros(4), VP), r"at least one data axis"),
     ]
