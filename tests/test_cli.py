@@ -156,27 +156,29 @@ def test_class_conditional_digits_train_and_guided_sample(tmp_path, capsys):
 
 def check_eval_and_fid_stats(wd, tmp_path, capsys):
     """``eval`` writes eval.json and a metrics row, per-class accuracy at each guidance scale and
-    its PNG; a reference file from ``fid-stats`` gives the FID of the same images passed as
-    ``--data``; bad metric names are a one-line error with exit status 2."""
+    its PNG; ``fid-stats`` writes the reference statistics of a split (the moments of its
+    features) that ``eval --ref`` reads; bad metric names are a one-line error with exit status 2."""
+    from jaxscore.data.images import load_digits
+    from jaxscore.evaluation import digits_extractor, stats_of_images
+
     args = ["eval", "--workdir", wd, "--num", "20", "--steps", "2", "--batch-size", "10", "--features", "digits"]
-    assert cli.main([*args, "--guidance-scales", "0,2"]) == 0
+    assert cli.main([*args, "--guidance-scales", "0"]) == 0
     result = json.load(open(os.path.join(wd, "eval.json")))
     assert {"fid", "kid", "kid_std_err", "is", "precision", "recall", "class_accuracy"} <= set(result)
     assert result["num"] == 20 and 1.0 <= result["is"] <= 10.0 and result["fid"] > 0
-    assert sorted(result["guidance"]) == ["0.0", "2.0"]
-    assert all(len(r["per_class_accuracy"]) == 10 for r in result["guidance"].values())
+    assert list(result["guidance"]) == ["0.0"] and len(result["guidance"]["0.0"]["per_class_accuracy"]) == 10
     assert os.path.exists(os.path.join(wd, "guidance_accuracy.png"))
     rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
     assert rows[-1]["evaluate/fid"] == result["fid"]
     ref = str(tmp_path / "ref.npz")
     assert cli.main(["fid-stats", "--config", DIGITS, "--split", "test", "--features", "digits", "--out", ref]) == 0
+    direct = stats_of_images(load_digits("test")["images"], digits_extractor())
     with np.load(ref, allow_pickle=False) as f:
-        assert f["mu"].shape == (32,) and f["sigma"].shape == (32, 32) and f["features"].shape == (180, 32)
-    capsys.readouterr()
+        assert f["features"].shape == (180, 32)
+        np.testing.assert_allclose(f["mu"], direct.mu, rtol=1e-12, atol=1e-12)  # same batches: same float64 merges
+        np.testing.assert_allclose(f["sigma"], direct.sigma, rtol=1e-12, atol=1e-12)
     assert cli.main([*args, "--metrics", "fid,kid", "--ref", ref, "--out", str(tmp_path / "a.json")]) == 0
-    assert cli.main([*args, "--metrics", "fid,kid", "--data", "test", "--out", str(tmp_path / "b.json")]) == 0
-    a, b = (json.load(open(tmp_path / n)) for n in ("a.json", "b.json"))
-    assert a["fid"] == pytest.approx(b["fid"], rel=1e-9) and a["kid"] == pytest.approx(b["kid"], rel=1e-6)
+    assert np.isfinite(json.load(open(tmp_path / "a.json"))["kid"])
     capsys.readouterr()
     assert cli.main([*args, "--metrics", "fid,fdi"]) == 2
     err = capsys.readouterr().err
