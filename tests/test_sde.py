@@ -1,5 +1,6 @@
 """Forward SDEs against their closed forms."""
 
+import chex
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,21 @@ def test_log_snr_inverts(sde):
     np.testing.assert_allclose(sde.t_from_log_snr(sde.log_snr(t)), t, atol=2e-5)
     np.testing.assert_allclose(sde.t_from_sigma_ratio(sde.sigma_ratio(t)), t, atol=2e-5)
     assert jnp.all(jnp.diff(sde.log_snr(t)) < 0), "log-SNR must decrease in t"
+
+
+class TestMarginalsUnderJit(chex.TestCase):
+    """The closed forms give the same numbers traced under jit as run eagerly (chex.variants)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_marginals_and_transitions(self):
+        t = jnp.linspace(0.01, 1.0, 17)
+        for sde in (VPSDE(), SubVPSDE(), VESDE()):
+            alpha, sigma = self.variant(sde.marginal_coefs)(t)
+            chex.assert_shape((alpha, sigma), (17,))
+            a_st, v_st = self.variant(sde.transition_coefs)(t[:-1], t[1:])
+            # composing s -> t with 0 -> s gives 0 -> t: alpha_t = a alpha_s, sigma_t^2 = a^2 sigma_s^2 + v
+            np.testing.assert_allclose(a_st * alpha[:-1], alpha[1:], rtol=1e-5)
+            np.testing.assert_allclose(a_st**2 * sigma[:-1] ** 2 + v_st, sigma[1:] ** 2, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("sde", SDES[:3], ids=IDS[:3])
