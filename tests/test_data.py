@@ -15,12 +15,14 @@ from PIL import Image  # matplotlib depends on Pillow, so it is always installed
 from jaxscore.data.images import (
     check_dataset,
     image_folder_classes,
+    heldout_split,
     load_array_file,
     load_cifar10_binary,
     load_dataset,
     load_digits,
     load_image_folder,
     load_mnist_idx,
+    parse_value_range,
     read_idx,
     resize_images,
 )
@@ -349,9 +351,9 @@ def test_image_folder_errors(tmp_path):
 def test_load_dataset_config(tmp_path):
     cfg = ml_collections.ConfigDict({"name": "digits", "split": "test", "image_size": 16})
     assert load_dataset(cfg)["images"].shape == (180, 16, 16, 1)
-    np.savez(tmp_path / "d.npz", images=np.zeros((3, 8, 8, 3), np.uint8))
+    np.savez(tmp_path / "d.npz", images=np.zeros((10, 8, 8, 3), np.uint8))
     cfg = ml_collections.ConfigDict({"name": "array", "path": str(tmp_path / "d.npz"), "num_channels": 3})
-    assert load_dataset(cfg)["images"].shape == (3, 8, 8, 3)
+    assert load_dataset(cfg)["images"].shape == (9, 8, 8, 3)  # the last 10% held out
     cfg.image_size = 32
     with pytest.raises(ValueError, match="image_size.*8x8"):
         load_dataset(cfg)
@@ -359,6 +361,93 @@ def test_load_dataset_config(tmp_path):
         load_dataset({"name": "imagenet"})
     with pytest.raises(ValueError, match="config.path"):
         load_dataset({"name": "mnist"})
+
+
+def _rows(images):
+    """Each image as bytes: a set of rows says which images a split holds."""
+    return [im.tobytes() for im in np.asarray(images)]
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_array_split_is_held_out(tmp_path, labelled):
+    """data.name=array: train and test are disjoint, together are the file (in file order), and
+    the test rows are the last round(0.1 * n_c) of each class (the last 10% when unlabelled)."""
+    n = 40
+    images = _rng(3).integers(0, 256, size=(n, 4, 4, 1), dtype=np.uint8)
+    labels = np.repeat(np.arange(4), 10).astype(np.int32)  # sorted by label, as a class folder reads
+    np.savez(tmp_path / "a.npz", images=images, **({"labels": labels} if labelled else {}))
+    base = {"name": "array", "path": str(tmp_path / "a.npz"), "test_fraction": 0.1}
+    train, test, full = (load_dataset({**base, "split": s}) for s in ("train", "test", "all"))
+    np.testing.assert_array_equal(full["images"], images)
+    assert not set(_rows(train["images"])) & set(_rows(test["images"]))
+    assert sorted(_rows(train["images"]) + _rows(test["images"])) == sorted(_rows(images))
+    if labelled:
+        want_test = np.concatenate([np.arange(10 * c + 9, 10 * c + 10) for c in range(4)])  # 1 per class
+        np.testing.assert_array_equal(test["labels"], labels[want_test])
+    else:
+        want_test = np.arange(36, 40)
+    np.testing.assert_array_equal(test["images"], images[want_test])
+    np.testing.assert_array_equal(train["images"], np.delete(images, want_test, axis=0))
+
+
+def test_array_split_mmap_and_test_path(tmp_path):
+    """An unlabelled mmap'ed .npy stays a memory map after the split; data.test_path is the test set."""
+    images = _rng(4).integers(0, 256, size=(20, 3, 3, 1), dtype=np.uint8)
+    other = _rng(5).integers(0, 256, size=(5, 3, 3, 1), dtype=np.uint8)
+    np.save(tmp_path / "train.npy", images)
+    np.save(tmp_path / "test.npy", other)
+    train = load_dataset({"name": "array", "path": str(tmp_path / "train.npy"), "mmap": True, "test_fraction": 0.25})
+    assert isinstance(train["images"], np.memmap)
+    np.testing.assert_array_equal(train["images"], images[:15])
+    cfg = {"name": "array", "path": str(tmp_path / "train.npy"), "test_path": str(tmp_path / "test.npy")}
+    np.testing.assert_array_equal(load_dataset({**cfg, "split": "train"})["images"], images)
+    np.testing.assert_array_equal(load_dataset({**cfg, "split": "test"})["images"], other)
+    np.testing.assert_array_equal(load_dataset({**cfg, "split": "all"})["images"], np.concatenate([images, other]))
+    with pytest.raises(ValueError, match="test_path.*path itself"):
+        load_dataset({**cfg, "test_path": str(tmp_path / "train.npy"), "split": "test"})
+
+
+def test_heldout_split_errors():
+    ds = {"images": np.zeros((3, 2, 2, 1), np.uint8), "labels": None}
+    with pytest.raises(ValueError, match=r"test_fraction=0.1 of 3 images leaves 0 test"):
+        heldout_split(ds, "test", 0.1)
+    for bad in (0.0, 1.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match=r"test_fraction: expected a held-out fraction in \(0, 1\)"):
+            heldout_split(ds, "train", bad)
+    with pytest.raises(ValueError, match="split: expected one of"):
+        heldout_split(ds, "valid", 0.5)
+
+
+def test_folder_split_is_per_class(tmp_path):
+    """An image folder with class sub-folders holds out the last image of each class, not the last class."""
+    for name, values in (("cat", (10, 20, 30, 40)), ("dog", (50, 60, 70, 80))):
+        (tmp_path / name).mkdir()
+        for i, v in enumerate(values):
+            Image.fromarray(np.full((4, 4), v, np.uint8)).save(tmp_path / name / f"{i}.png")
+    cfg = {"name": "folder", "path": str(tmp_path), "test_fraction": 0.25}
+    test = load_dataset({**cfg, "split": "test"})
+    train = load_dataset({**cfg, "split": "train"})
+    assert list(test["images"][:, 0, 0, 0]) == [40, 80] and list(test["labels"]) == [0, 1]
+    assert list(train["images"][:, 0, 0, 0]) == [10, 20, 30, 50, 60, 70] and list(train["labels"]) == [0, 0, 0, 1, 1, 1]
+
+
+def test_value_range_from_config(tmp_path):
+    """Float images load with data.value_range as the config/CLI gives it ("0,1", "-1,1");
+    without it the error says how to pass it."""
+    k = np.arange(256, dtype=np.uint8).reshape(4, 8, 8)
+    np.save(tmp_path / "f01.npy", k / 255.0)
+    np.save(tmp_path / "fpm1.npy", (k / 127.5 - 1).astype(np.float32))
+    cfg = {"name": "array", "split": "all", "image_size": 8}
+    for path, text in (("f01.npy", "0,1"), ("fpm1.npy", "-1, 1")):
+        got = load_dataset({**cfg, "path": str(tmp_path / path), "value_range": text})["images"]
+        np.testing.assert_array_equal(got[..., 0], k)
+    with pytest.raises(ValueError, match="value_range"):
+        load_dataset({**cfg, "path": str(tmp_path / "f01.npy"), "value_range": ""})
+    assert parse_value_range("") is None and parse_value_range(None) is None
+    assert parse_value_range((0, 1)) == (0.0, 1.0) == parse_value_range("0,1")
+    for bad in ("1,0", "0", "a,b", "0,1,2", "0,inf"):
+        with pytest.raises(ValueError, match="value_range: expected"):
+            parse_value_range(bad)
 
 
 # ----------------------------------------------------------------------------- pipeline

@@ -20,6 +20,17 @@ Loaders
 * :func:`load_image_folder` -- PNG / JPEG files, optionally in one sub-folder per class.
 * :func:`load_dataset` -- dispatch on an ``ml_collections`` config section (the only
   place where dataset *names* are looked up).
+
+Held-out splits
+---------------
+digits, MNIST and CIFAR-10 come with their own test sets. An ``array`` file or image
+``folder`` is one set of images, so :func:`load_dataset` holds part of it out
+(:func:`heldout_split`): the test split is the file/folder at ``test_path`` when one is
+given (the ``path`` images are then all training images), else the last
+``round(test_fraction * n_c)`` rows of each class ``c`` (of the whole set when unlabelled),
+in file order; ``test_fraction`` defaults to ``DEFAULT_TEST_FRACTION`` = 0.1 as for digits.
+Train and test are disjoint and together are the file, and the split depends on nothing but
+the file and the fraction.
 """
 
 from __future__ import annotations
@@ -35,7 +46,9 @@ import numpy as np
 
 __all__ = [
     "DATASET_NAMES",
+    "DEFAULT_TEST_FRACTION",
     "check_dataset",
+    "heldout_split",
     "image_folder_classes",
     "load_array_file",
     "load_cifar10_binary",
@@ -43,6 +56,7 @@ __all__ = [
     "load_digits",
     "load_image_folder",
     "load_mnist_idx",
+    "parse_value_range",
     "read_idx",
     "resize_images",
 ]
@@ -51,6 +65,7 @@ Dataset = dict  # {"images": uint8 [N,H,W,C], "labels": int32 [N] | None}
 
 DATASET_NAMES = ("digits", "array", "mnist", "cifar10", "folder")
 _SPLITS = ("train", "test", "all")
+DEFAULT_TEST_FRACTION = 0.1  # held-out share of an array file / image folder without a test_path (as digits)
 
 
 # --------------------------------------------------------------------------------------
@@ -120,6 +135,65 @@ def _check_dir(path) -> str:
     if not os.path.isdir(path):
         raise ValueError(f"{path}: expected a directory, got a file.")
     return path
+
+
+def heldout_split(dataset: Dataset, split: str, test_fraction: float = DEFAULT_TEST_FRACTION) -> Dataset:
+    """The ``split`` ("train", "test" or "all") of one set of images, holding out a stated fraction.
+
+    Test rows: for each class ``c`` (each distinct label; the whole set when ``labels`` is
+    ``None``) the last ``round(test_fraction * n_c)`` of its ``n_c`` rows in file order, so an
+    array sorted by label or a folder read class by class still gives a test set of every
+    class. Train rows are the others; both keep file order, are disjoint and together are the
+    set ("all"). Unlabelled sets are sliced, so a memory-mapped file stays mapped.
+
+    Raises ``ValueError`` when ``test_fraction`` is not in (0, 1) or a split would be empty.
+    """
+    _check_split(split)
+    if not (isinstance(test_fraction, (int, float, np.floating)) and 0.0 < float(test_fraction) < 1.0):
+        raise ValueError(f"test_fraction: expected a held-out fraction in (0, 1), got {test_fraction!r}.")
+    if split == "all":
+        return dataset
+    images, labels = dataset["images"], dataset["labels"]
+    n = images.shape[0]
+    if labels is None:
+        n_test = int(round(float(test_fraction) * n))
+        is_test = np.zeros(n, bool)
+        is_test[n - n_test :] = True
+    else:
+        is_test = np.zeros(n, bool)
+        for c in np.unique(labels):
+            rows = np.flatnonzero(labels == c)
+            n_c_test = int(round(float(test_fraction) * rows.size))
+            is_test[rows[rows.size - n_c_test :]] = True
+    n_test = int(is_test.sum())
+    if n_test == 0 or n_test == n:
+        raise ValueError(
+            f"test_fraction={test_fraction} of {n} images leaves {n_test} test and {n - n_test} training "
+            "images; both must be non-empty: use more images, another test_fraction, or a separate test_path."
+        )
+    keep = is_test if split == "test" else ~is_test
+    if labels is None:  # a contiguous block: slice (memory maps stay maps)
+        block = slice(n - n_test, n) if split == "test" else slice(0, n - n_test)
+        return {"images": images[block], "labels": None}
+    return {"images": images[keep], "labels": labels[keep]}
+
+
+def parse_value_range(value) -> tuple[float, float] | None:
+    """What float images mean: ``None`` / ``""`` (no floats: uint8 or integer images), a pair
+    ``(lo, hi)``, or the text ``"lo,hi"`` (e.g. ``"0,1"``, ``"-1,1"``, as a config or the CLI
+    gives it) -> ``(lo, hi)`` floats with ``hi > lo``; anything else is a ``ValueError``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        lo, hi = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"value_range: expected '' (integer images) or 'low,high' such as '0,1' or '-1,1', got {value!r}."
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"value_range: expected finite (low, high) with high > low, got {value!r}.")
+    return lo, hi
 
 
 # --------------------------------------------------------------------------------------
@@ -692,19 +766,62 @@ def _cfg_get(config, key: str, default=None):
     return getattr(config, key, default)
 
 
+def _load_single_set(config, name: str, path, split: str) -> Dataset:
+    """The ``split`` of an ``array`` file or image ``folder``: ``test_path`` holds the test images
+    when given, else :func:`heldout_split` holds out ``test_fraction`` of ``path``."""
+    if name == "array":
+        value_range = parse_value_range(_cfg_get(config, "value_range"))
+        mmap = bool(_cfg_get(config, "mmap", False))
+
+        def read(p):
+            return load_array_file(p, value_range=value_range, mmap=mmap)
+    else:
+        channels = _cfg_get(config, "channels")
+
+        def read(p):
+            return load_image_folder(p, channels=channels)
+
+    test_path = _cfg_get(config, "test_path") or ""
+    if not test_path:
+        test_fraction = _cfg_get(config, "test_fraction")
+        test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
+        return heldout_split(read(path), split, test_fraction)
+    if os.path.abspath(os.fspath(test_path)) == os.path.abspath(os.fspath(path)):
+        raise ValueError(f"config.test_path: expected held-out images apart from path, got path itself {path!r}.")
+    if name == "folder" and image_folder_classes(path) != image_folder_classes(test_path):
+        raise ValueError(
+            f"config.test_path: the class folders of {test_path!r} {image_folder_classes(test_path)} differ from "
+            f"those of {path!r} {image_folder_classes(path)}; labels would not match."
+        )
+    if split != "all":
+        return read(test_path if split == "test" else path)
+    train, test = read(path), read(test_path)
+    if train["images"].shape[1:] != test["images"].shape[1:] or (train["labels"] is None) != (test["labels"] is None):
+        raise ValueError(
+            f"config.test_path: {test_path!r} holds images {test['images'].shape[1:]} (labels: "
+            f"{test['labels'] is not None}), {path!r} holds {train['images'].shape[1:]} (labels: {train['labels'] is not None})."
+        )
+    labels = None if train["labels"] is None else np.concatenate([train["labels"], test["labels"]])
+    return _make_dataset(np.concatenate([train["images"], test["images"]]), labels)
+
+
 def load_dataset(config) -> Dataset:
     """Load the dataset an ``ml_collections`` config section (or a dict) describes.
 
     Fields: ``name`` in ``DATASET_NAMES`` = ("digits", "array", "mnist", "cifar10", "folder");
-    ``path`` (all but digits); ``split`` ("train" default; digits/mnist/cifar10);
-    digits: ``image_size`` (8 default, or 16), ``interpolation``; array: ``value_range``, ``mmap``;
-    folder: ``channels``. When ``image_size`` / ``num_channels`` are set they are checked against
-    the loaded images (a mismatch is a ``ValueError``), so a model config and its data agree.
+    ``path`` (all but digits); ``split`` ("train" default, "test" or "all");
+    digits: ``image_size`` (8 default, or 16), ``interpolation``; array: ``value_range``
+    (:func:`parse_value_range`: ``""`` for integer images, ``"0,1"`` / ``"-1,1"`` or a pair for
+    floats), ``mmap``; folder: ``channels``. array and folder hold out a test split
+    (:func:`heldout_split`): ``test_path`` (a separate file / folder of test images; ``""`` =
+    none) or else the fraction ``test_fraction`` (default ``DEFAULT_TEST_FRACTION``). When
+    ``image_size`` / ``num_channels`` are set they are checked against the loaded images (a
+    mismatch is a ``ValueError``), so a model config and its data agree.
     """
     name = _cfg_get(config, "name")
     if name not in DATASET_NAMES:
         raise ValueError(f"config.name: expected one of {DATASET_NAMES}, got {name!r}.")
-    split = _cfg_get(config, "split", "train")
+    split = _check_split(_cfg_get(config, "split", "train"))
     image_size = _cfg_get(config, "image_size")
     if name == "digits":
         ds = load_digits(
@@ -714,19 +831,12 @@ def load_dataset(config) -> Dataset:
         path = _cfg_get(config, "path")
         if not path:
             raise ValueError(f"config.path: dataset {name!r} needs a path to local files, got {path!r}.")
-        if name == "array":
-            value_range = _cfg_get(config, "value_range")
-            ds = load_array_file(
-                path,
-                value_range=tuple(value_range) if value_range is not None else None,
-                mmap=bool(_cfg_get(config, "mmap", False)),
-            )
-        elif name == "mnist":
+        if name == "mnist":
             ds = load_mnist_idx(path, split)
         elif name == "cifar10":
             ds = load_cifar10_binary(path, split)
         else:
-            ds = load_image_folder(path, channels=_cfg_get(config, "channels"))
+            ds = _load_single_set(config, name, path, split)
     _, h, w, c = ds["images"].shape
     if image_size is not None:
         want = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
