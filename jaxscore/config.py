@@ -11,17 +11,34 @@ of the model class that *override the preset* (``ch``, ``dropout``...). Fields a
 not set keep the preset's values. ``--config.model.<field>=...`` may name any constructor
 field of the model class even if the file did not set it; any other key in ``model`` (a
 misspelt field) is an error at load time, listing the valid fields.
+
+Values are checked at load time too: :func:`validate_config` (called by :func:`load_config`
+after the overrides) applies ``RULES``, one per key (names must be registered, counts and
+periods positive, the learning rate positive and finite...), so a typo such as
+``--config.sampling.sampler=dpmpp2m`` is a ``ConfigError`` before training starts rather
+than a crash after it. Every ``ConfigError`` names the key, what was expected and what came.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
+import difflib
 import importlib.util
+import inspect
+import math
 import os
-from typing import Iterable
+from typing import Any, Callable, Iterable, Optional
 
 import ml_collections
 
+from jaxscore.data import DATASET_NAMES, DEFAULT_TEST_FRACTION, TOY_DATASETS, parse_value_range
+from jaxscore.evaluation.extractors import FEATURES
+from jaxscore.likelihood import DIVERGENCES
+from jaxscore.losses import WEIGHTINGS
+from jaxscore.parameterization import PARAMETERIZATIONS
+from jaxscore.samplers import available_samplers
+from jaxscore.train import MODES
 from jaxscore.train.settings import config_to_dict as config_to_dict  # re-export: one JSON form of a config
 
 
@@ -42,10 +59,32 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file {path!r} failed to import: {type(e).__name__}: {e}") from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} must define get_config().")
-    config = module.get_config(arg) if arg else module.get_config()
+    config = _call_get_config(module.get_config, path, arg)
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict, got {type(config).__name__}.")
     return config
+
+
+def _call_get_config(get_config: Callable, path: str, variant: str) -> Any:
+    """``get_config(variant)`` (``get_config()`` without one); an error it raises (an unknown
+    variant, a file without variants given one) is a ``ConfigError`` naming the file and variant."""
+    where = f"config file {path!r}" + (f", variant {variant!r}" if variant else "")
+    if variant:
+        try:
+            inspect.signature(get_config).bind(variant)
+        except TypeError:
+            raise ConfigError(
+                f"{where}: this file has no variants (its get_config() takes no argument); "
+                f"use {path!r} without ':{variant}'."
+            ) from None
+        except ValueError:  # no signature to inspect (a builtin): just call it
+            pass
+    try:
+        return get_config(variant) if variant else get_config()
+    except ConfigError:
+        raise
+    except Exception as e:  # the file's own check of its variant, or a broken file
+        raise ConfigError(f"{where}: get_config() raised {type(e).__name__}: {e}") from e
 
 
 def _parse_value(text: str):
@@ -157,8 +196,156 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
             raise ConfigError(f"override {item!r}: expected --config.key=value.")
         apply_override(config, key, text)
     check_model_section(config)
+    validate_config(config)
     config.lock()
     return config
+
+
+# --- value rules: one per key -----------------------------------------------------------------
+
+SDE_NAMES = ("vp", "ve", "subvp")  # config.sde.name (jaxscore.experiment.build_sde)
+LOSS_NAMES = ("continuous_dsm", "eps", "x0", "v", "edm")  # config.loss.name (jaxscore.experiment.make_loss_fn)
+FID_REFS = ("train", "test")  # config.eval.fid_ref: the split the samples are compared with
+
+Check = Callable[[Any, ml_collections.ConfigDict], Optional[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """The check of one config key: ``check(value, config)`` is ``None`` for a valid value, else the
+    words for what is expected (``"expected one of ('vp', 've', 'subvp')"``); the error then reads
+    ``config.<key>: <expected>, got <value>.``"""
+
+    key: str
+    check: Check
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def one_of(choices) -> Check:
+    """``value`` in ``choices`` (a tuple, or a function giving the current registry's names)."""
+
+    def check(value, config):
+        names = tuple(choices() if callable(choices) else choices)
+        if value in names:
+            return None
+        close = difflib.get_close_matches(str(value), [str(n) for n in names], n=1)
+        return f"expected one of {names}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+    return check
+
+
+def greater_than(low: float) -> Check:
+    """A finite number ``> low`` (a learning rate)."""
+    return lambda value, config: (
+        None if _is_number(value) and math.isfinite(value) and value > low else f"expected a finite number > {low}")
+
+
+def count_at_least(low: int, *, allow_none: bool = False) -> Check:
+    """An integer ``>= low`` (counts and periods; 0 may mean "never"), or ``None`` with ``allow_none``."""
+    words = f"expected an integer >= {low}" + (" (or None)" if allow_none else "")
+
+    def check(value, config):
+        if value is None and allow_none:
+            return None
+        return None if isinstance(value, int) and not isinstance(value, bool) and value >= low else words
+
+    return check
+
+
+def in_interval(low: float, high: float, *, closed_low: bool = False) -> Check:
+    """A number in ``(low, high)`` (``[low, high)`` with ``closed_low``)."""
+    bracket = "[" if closed_low else "("
+
+    def check(value, config):
+        inside = _is_number(value) and (value >= low if closed_low else value > low) and value < high
+        return None if inside else f"expected a number in {bracket}{low}, {high})"
+
+    return check
+
+
+def _loss_name(value, config) -> Optional[str]:
+    """A known loss; the eps / x0 / v / edm objectives train a network of that parameterization."""
+    wrong = one_of(LOSS_NAMES)(value, config)
+    if wrong:
+        return wrong
+    param = _lookup(config, "model.parameterization")
+    if value != "continuous_dsm" and param is not _MISSING and param != value:
+        return (f"expected 'continuous_dsm' or the network's parameterization {param!r} "
+                f"(loss {value!r} trains a {value!r} network: also set model.parameterization={value!r})")
+    return None
+
+
+def _value_range(value, config) -> Optional[str]:
+    try:
+        parse_value_range(value)
+    except ValueError:
+        return "expected '' (uint8/integer images) or 'low,high' for float images, e.g. '0,1' or '-1,1'"
+    return None
+
+
+def _fid_num(value, config) -> Optional[str]:
+    fid_every = _lookup(config, "eval.fid_every")
+    if fid_every is _MISSING or not _is_number(fid_every) or fid_every <= 0:
+        return None
+    return None if _is_number(value) and value >= 2 else "expected an integer >= 2 when eval.fid_every > 0"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("training.n_iters", count_at_least(1)),
+    Rule("training.batch_size", count_at_least(1)),
+    Rule("training.mode", one_of(MODES)),
+    Rule("training.steps_per_call", count_at_least(1)),
+    Rule("training.log_every", count_at_least(1)),
+    Rule("training.checkpoint_every", count_at_least(1)),
+    Rule("training.eval_every", count_at_least(0)),
+    Rule("training.label_dropout", in_interval(0.0, 1.0, closed_low=True)),
+    Rule("optim.lr", greater_than(0)),
+    Rule("optim.warmup", count_at_least(0)),
+    Rule("optim.ema_rate", in_interval(0.0, 1.0, closed_low=True)),
+    Rule("data.name", one_of(TOY_DATASETS + DATASET_NAMES)),
+    Rule("data.test_fraction", in_interval(0.0, 1.0)),
+    Rule("data.value_range", _value_range),
+    Rule("sde.name", one_of(SDE_NAMES)),
+    Rule("model.parameterization", one_of(PARAMETERIZATIONS)),
+    Rule("loss.name", _loss_name),
+    Rule("loss.weighting", one_of(WEIGHTINGS)),
+    Rule("sampling.sampler", one_of(available_samplers)),
+    Rule("sampling.steps", count_at_least(1, allow_none=True)),
+    Rule("sampling.num_samples", count_at_least(1)),
+    Rule("eval.bpd_divergence", one_of(DIVERGENCES)),
+    Rule("eval.features", one_of(FEATURES)),
+    Rule("eval.fid_ref", one_of(FID_REFS)),
+    Rule("eval.fid_every", count_at_least(0)),
+    Rule("eval.fid_num", _fid_num),
+)
+"""The value checks :func:`validate_config` applies, one per key."""
+
+_MISSING = object()
+
+
+def _lookup(config, dotted: str):
+    node = config
+    for name in dotted.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+            return _MISSING
+        node = node[name]
+    return node
+
+
+def validate_config(config: ml_collections.ConfigDict, rules: Iterable[Rule] = RULES) -> None:
+    """Raise ``ConfigError`` for the first key whose value breaks its rule in ``rules``
+    (default ``RULES``), naming the key, what was expected and what came. Keys a config does
+    not have are skipped (the training package falls back to its defaults)."""
+    for rule in rules:
+        value = _lookup(config, rule.key)
+        if value is _MISSING:
+            continue
+        expected = rule.check(value, config)
+        if expected:
+            raise ConfigError(f"config.{rule.key}: {expected}, got {value!r}.")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -187,6 +374,11 @@ def _data_section() -> ml_collections.ConfigDict:
     d = ml_collections.ConfigDict()
     d.name = "ring"  # toy: ring | grid | moons | swiss_roll | checkerboard | rings; images: digits | mnist | cifar10 | array | folder
     d.path = ""  # file or folder for mnist / cifar10 / array / folder
+    # array / folder: the test split is the file/folder test_path, else the last test_fraction of
+    # each class of path (jaxscore.data.heldout_split); mnist / cifar10 / digits have their own
+    d.test_path = ""
+    d.test_fraction = DEFAULT_TEST_FRACTION
+    d.value_range = ""  # array of float images: "0,1" or "-1,1" maps [lo, hi] to 0..255 ("" = integer images)
     d.image_size = 8  # digits: 8 or 16
     d.num_train = 20000  # toy datasets: number of points drawn once from the seed
     d.random_flip = False
