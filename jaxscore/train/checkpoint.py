@@ -202,7 +202,9 @@ def check_config(saved: Any, new: Any, *, allow_change: bool = False, ignore=RES
             raise ConfigMismatchError(
                 "The workdir holds a run trained with a different config; refusing to resume.\n"
                 f"Differing keys:\n{listing}\n"
-                "Use a new workdir, restore the old values, or pass allow_config_change=True."
+                "Use a new workdir, restore the old values, or accept the change: --allow-config-change on "
+                "the command line (jaxscore train), allow_config_change=True in Python (train, "
+                "train_and_evaluate)."
             )
         warnings.warn(f"Resuming with a changed config (allow_config_change=True):\n{listing}", stacklevel=2)
     return diffs

@@ -20,8 +20,14 @@ Config keys and their defaults: ``settings.DEFAULTS`` (``seed``; ``training.*``,
 The parts, each a helper below: :class:`_Schedule` (where calls end: checkpoint and hook
 steps, ``n_iters``; which hooks are due), :func:`_prefetched_calls` (host batches stacked to
 ``[K, b, ...]`` and placed one call ahead), :class:`_NonFiniteGuard`,
-:class:`_MetricsWindow` (what a log record averages), :class:`_Preemption` (SIGTERM) and
-:func:`_restore_or_init`.
+:class:`_MetricsWindow` (what a log record averages), :class:`_Console` (process 0's one-line
+messages and progress bar), :class:`_Preemption` (SIGTERM and SIGINT) and :func:`_restore_or_init`.
+
+What ``train`` prints (process 0, to stdout, whatever ``training.progress``): ``resuming from
+step N (workdir)`` when it resumes; ``training N steps ...`` at the start; a ``warning: ...`` line
+per log window in which steps were skipped as non-finite; ``step N: running final evaluation
+hooks: names`` before the at-end hooks; then ``done: step N, wrote checkpoints to ...``, or,
+after a preemption, ``SIGTERM|SIGINT at step N: saved checkpoint ...``.
 
 Determinism: a run interrupted at any point (even ``kill -9``) and restarted with the same
 workdir and config ends with bit-identical parameters to an uninterrupted run, because the
@@ -46,12 +52,20 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 
 from jaxscore.train.checkpoint import CONFIG_FILE, Checkpointer, check_config
 from jaxscore.train.logging import MetricsWriter
 from jaxscore.train.parallel import Parallel, make_parallel, maybe_initialize_distributed
 from jaxscore.train.settings import LoopSettings, config_to_dict
-from jaxscore.train.state import TrainState, ema_rate_from_config, init_train_state, lr_at, make_optimizer
+from jaxscore.train.state import (
+    TrainState,
+    ema_rate_from_config,
+    ema_warmup_from_config,
+    init_train_state,
+    lr_at,
+    make_optimizer,
+)
 
 
 class NonFiniteError(RuntimeError):
@@ -76,7 +90,15 @@ class Hook:
 
 @dataclasses.dataclass
 class TrainResult:
-    """What ``train`` returns: the final (unreplicated) state and how the run ended."""
+    """What ``train`` returns: the final (unreplicated) state and how the run ended.
+
+    ``preempted``: stopped before ``n_iters`` by SIGTERM or SIGINT (Ctrl-C), after saving a
+    checkpoint at ``step``; ``stop_signal`` is then that signal's number, else ``None``.
+    ``exit_code`` is what a command-line front end should exit with: 0 when training ran to
+    ``n_iters``; ``128 + signal number`` after a preemption — 143 for SIGTERM, 130 for SIGINT —
+    the shell's convention for "ended by a signal", which job schedulers (SLURM, Kubernetes)
+    read as "terminated", so a job script can tell "preempted, requeue" from "finished".
+    """
 
     state: TrainState
     step: int
@@ -84,6 +106,11 @@ class TrainResult:
     resumed_from: int | None
     total_skipped: int
     workdir: str
+    stop_signal: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.stop_signal) if self.preempted and self.stop_signal else 0
 
 
 # ---- scheduling: where compiled calls end, which hooks run ---------------------------------
@@ -132,16 +159,19 @@ class _Schedule:
             yield step, k
             step += k
 
-    def run_hooks(self, step: int, state_view: Callable[[], TrainState], writer: MetricsWriter) -> None:
-        """Call the hooks due at ``step`` (all ``at_end`` ones at ``n_iters``); log what they return."""
+    def due_hooks(self, step: int) -> list[Hook]:
+        """The hooks due at ``step``: those whose period divides it, and all ``at_end`` ones at ``n_iters``."""
         final = step == self.settings.n_iters
+        return [h for h in self.hooks if (h.every and step % h.every == 0) or (final and h.at_end)]
+
+    def run_hooks(self, step: int, state_view: Callable[[], TrainState], writer: MetricsWriter) -> None:
+        """Call the hooks due at ``step``; log what they return."""
         view = None
-        for h in self.hooks:
-            if (h.every and step % h.every == 0) or (final and h.at_end):
-                view = state_view() if view is None else view
-                out = h.fn(view, step)
-                if out:
-                    writer.write(step, {f"{h.name}/{k}": v for k, v in out.items()})
+        for h in self.due_hooks(step):
+            view = state_view() if view is None else view
+            out = h.fn(view, step)
+            if out:
+                writer.write(step, {f"{h.name}/{k}": v for k, v in out.items()})
 
 
 # ---- batches: stacked on the host, placed one call ahead ------------------------------------
@@ -216,26 +246,37 @@ class _MetricsWindow:
     def _reset(self, step: int) -> None:
         self.values: dict[str, list[float]] = {}
         self.skipped = self.steps = 0
+        self.skipped_steps: list[int] = []  # the first few, for the warning line
         self.started_at = step
         self.t0 = time.perf_counter()
 
-    def add(self, metrics: Mapping[str, np.ndarray], skipped: np.ndarray) -> None:
-        """``metrics[name][i]`` of each of the call's steps; values of skipped steps are left out."""
+    def add(self, first_step: int, metrics: Mapping[str, np.ndarray], skipped: np.ndarray) -> None:
+        """``metrics[name][i]`` of steps ``first_step + i`` of a call; values of skipped steps are left out."""
         for i in np.flatnonzero(~skipped):
             for name, v in metrics.items():
                 if name != "skipped":
                     self.values.setdefault(name, []).append(float(v[i]))
+        self.skipped_steps += [first_step + int(i) for i in np.flatnonzero(skipped)][: 5 - len(self.skipped_steps)]
         self.skipped += int(skipped.sum())
         self.steps += len(skipped)
 
     def due(self, step: int) -> bool:
         return step // self.log_every > self.started_at // self.log_every or step == self.n_iters
 
-    def flush(self, step: int, total_skipped: int, lr: float) -> dict[str, float]:
-        """The record for this window (means, skipped counts, lr, steps/s); starts a new window."""
+    def skipped_warning(self, step: int, total_skipped: int) -> str | None:
+        """One line about this window's skipped (non-finite) steps, or ``None`` if there were none."""
+        if not self.skipped:
+            return None
+        shown = ", ".join(map(str, self.skipped_steps)) + (", ..." if self.skipped > len(self.skipped_steps) else "")
+        return (f"warning: {self.skipped} of the {self.steps} training steps in [{self.started_at}, {step}) had a "
+                f"non-finite loss or gradient and were skipped (steps {shown}; {total_skipped} skipped in total)")
+
+    def flush(self, step: int, total_skipped: int, optimizer_step: int, lr: float) -> dict[str, float]:
+        """The record for this window (means, skipped counts, optimizer step and its lr, steps/s);
+        starts a new window."""
         dt = time.perf_counter() - self.t0
         record = {name: float(np.mean(v)) for name, v in self.values.items()}
-        record.update(skipped=self.skipped, skipped_total=total_skipped, lr=lr,
+        record.update(skipped=self.skipped, skipped_total=total_skipped, opt_step=optimizer_step, lr=lr,
                       steps_per_sec=self.steps / max(dt, 1e-9))
         self._reset(step)
         return record
@@ -249,65 +290,105 @@ class _MetricsWindow:
             self.t0 += time.perf_counter() - t_aside
 
 
-class _Progress:
-    """A tqdm bar on process 0 when ``training.progress`` (else nothing)."""
+class _Console:
+    """Process 0's output: one-line messages (always) and a tqdm bar (when ``training.progress``).
 
-    def __init__(self, enabled: bool, total: int, initial: int):
+    The bar is created when the first compiled call has returned, starting at the step that call
+    reached: its clock, and so its rate and ETA, leave out the first call's compile time.
+    Messages go to stdout through ``tqdm.write`` while a bar is shown (so it is redrawn below
+    them), else through ``print``. Other processes print nothing.
+    """
+
+    def __init__(self, *, main: bool, bar: bool, total: int):
+        self.main, self.want_bar, self.total = main, bar and main, total
         self.bar = None
-        if enabled:
+
+    def say(self, message: str) -> None:
+        if not self.main:
+            return
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            print(message, flush=True)
+
+    def update(self, step: int, k: int, record: Mapping[str, float] | None) -> None:
+        """The call of ``k`` steps that ended at ``step`` returned."""
+        if not self.want_bar:
+            return
+        if self.bar is None:  # the first call (and its compile) is over: start the clock here
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
-
-    def update(self, k: int, record: Mapping[str, float] | None) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(k)
+            self.bar = tqdm(total=self.total, initial=step, desc="train", dynamic_ncols=True)
+        else:
+            self.bar.update(k)
         if record is not None:
             post = {"loss": f"{record.get('loss', float('nan')):.4g}", "steps/s": f"{record['steps_per_sec']:.3g}"}
             if record["skipped_total"]:
                 post["skipped"] = record["skipped_total"]
             self.bar.set_postfix(post, refresh=False)
 
+    def describe(self, text: str) -> None:
+        """Show ``text`` as the bar's description (what is happening while the bar stands still)."""
+        if self.bar is not None:
+            self.bar.set_description(text)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 # ---- preemption, start-up ------------------------------------------------------------------
 
 
 class _Preemption:
-    """SIGTERM -> a flag checked between compiled calls (main thread only; ``watch`` installs it)."""
+    """SIGTERM or SIGINT (Ctrl-C) -> a flag checked between compiled calls (main thread only;
+    ``watch`` installs the handlers, ``restore`` puts the previous ones back).
+
+    The first signal only records itself (and says, on stderr, that a checkpoint will be saved
+    when the current call ends); a second SIGINT raises ``KeyboardInterrupt`` at once, so a
+    user who presses Ctrl-C twice can still abort without saving.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.flag = False
-        self._previous = None
-        self._installed = False
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._announce = False
 
-    def watch(self, enabled: bool) -> None:
+    def watch(self, enabled: bool, announce: bool = True) -> None:
         if enabled and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
-            self._installed = True
+            self._announce = announce
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
 
     def _handler(self, signum, frame):
-        self.flag = True
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: abort now, no checkpoint
+        if self.signum is not None:
+            return
+        self.signum = signum
+        if self._announce:  # os.write: safe inside a signal handler, unlike print
+            again = "; press Ctrl-C again to abort without saving" if signum == signal.SIGINT else ""
+            os.write(2, f"\n{signal.Signals(signum).name} received: saving a checkpoint when the current call "
+                        f"ends, then stopping{again}\n".encode())
 
-    def requested(self) -> bool:
-        """Whether any process got SIGTERM (an all-gather when there are several)."""
-        if not self._installed:
-            return False
+    def requested(self) -> int | None:
+        """The number of the signal some process got (an all-gather when there are several), or ``None``."""
+        if not self._previous:
+            return None
         if jax.process_count() == 1:
-            return self.flag
+            return self.signum
         from jax.experimental import multihost_utils
 
-        flags = multihost_utils.process_allgather(np.array([self.flag], dtype=np.int32))
-        return bool(np.any(flags))
+        got = multihost_utils.process_allgather(np.array([self.signum or 0], dtype=np.int32))
+        return int(np.max(got)) or None
 
     def restore(self):
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._installed = False
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 def _open_checkpointer(workdir: str, s: LoopSettings) -> Checkpointer:
@@ -333,6 +414,37 @@ def _restore_or_init(ckpt, mode: Parallel, abstract, fresh_state: Callable[[], T
     host_state, meta = restored
     check_config(meta.get("config", {}), config, allow_change=allow_change)
     return mode.from_checkpoint(host_state), int(meta["step"]), int(meta.get("skipped_total", 0))
+
+
+def _optimizer_step(opt_state) -> int | None:
+    """The optimizer's own step on the host: optax's ``count`` (updates applied; skipped
+    non-finite steps do not advance it), or ``None`` when ``tx`` keeps no count."""
+    found = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+    if not found:
+        return None
+    count = found[0][1]
+    local = count.addressable_data(0) if isinstance(count, jax.Array) else count  # pmap: [1] shard of [n]
+    return int(np.asarray(local).reshape(-1)[0])
+
+
+def _start_message(settings: LoopSettings, step: int, workdir: str, mode: Parallel) -> str:
+    n = settings.n_iters
+    if step >= n:
+        return f"step {step} is already training.n_iters={n}: nothing to train"
+    return (f"training {n - step} steps ({step} -> {n}) in {workdir}: mode {mode.name} on {mode.num_devices} "
+            f"device(s), batch {settings.batch_size}, {settings.steps_per_call} step(s) per call; the first call "
+            "compiles")
+
+
+def _end_message(result: TrainResult, ckpt: Checkpointer) -> str:
+    latest = ckpt.latest_step()
+    if result.preempted:
+        return (f"{signal.Signals(result.stop_signal).name} at step {result.step}: saved checkpoint {latest} to "
+                f"{os.path.join(ckpt.directory, str(latest))}; run the same command again to resume "
+                f"(exit code {result.exit_code})")
+    if result.resumed_from == result.step:
+        return f"done: step {result.step}, nothing left to train; checkpoints in {ckpt.directory}"
+    return f"done: step {result.step}, wrote checkpoints to {ckpt.directory} (latest: step {latest})"
 
 
 def _write_config(workdir: str, config) -> None:
@@ -371,33 +483,40 @@ def train(
     ``log_every`` steps a record (window means of the metrics, skipped-step counts, lr,
     steps/s) goes to ``metrics.jsonl`` (+ TensorBoard) and the progress bar.
 
-    Stops when ``step == n_iters`` (final checkpoint written), on SIGTERM (checkpoint written,
-    ``preempted=True``), or raises ``NonFiniteError`` after ``max_consecutive_nonfinite``
+    Stops when ``step == n_iters`` (final checkpoint written), on SIGTERM or SIGINT (Ctrl-C;
+    checkpoint written, ``preempted=True``, ``exit_code`` 143 or 130; a second Ctrl-C aborts
+    without saving), or raises ``NonFiniteError`` after ``max_consecutive_nonfinite``
     skipped steps in a row (checkpoints already written are left intact; nothing new is
     saved). Always waits for pending async checkpoint writes before returning or raising.
+    ``handle_sigterm=False`` leaves the SIGTERM and SIGINT handlers alone (then neither saves).
+    The lines it prints are listed in the module docstring.
     """
     maybe_initialize_distributed(config)
     settings = LoopSettings.from_config(config)
     n_iters, workdir = settings.n_iters, os.path.abspath(os.fspath(workdir))
     tx = tx if tx is not None else make_optimizer(config)
-    mode = make_parallel(settings.mode, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate_from_config(config), devices=devices)
+    mode = make_parallel(settings.mode, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate_from_config(config),
+                         ema_warmup=ema_warmup_from_config(config), devices=devices)
     local_batch_size = mode.local_batch_size(settings.batch_size)  # validates divisibility early
     schedule = _Schedule(settings, _normalize_hooks(eval_fns, settings.eval_every))
     fresh_state = lambda: init_train_state(settings.seed, init_fn, tx)  # noqa: E731
     abstract = _abstract_state(mode, fresh_state)
-    ckpt, preemption, writer, progress = _open_checkpointer(workdir, settings), _Preemption(), None, None
+    ckpt, preemption, writer = _open_checkpointer(workdir, settings), _Preemption(), None
+    console = _Console(main=jax.process_index() == 0, bar=settings.progress, total=n_iters)
     try:
         state, resumed_from, skipped_before = _restore_or_init(ckpt, mode, abstract, fresh_state, config,
                                                                allow_config_change)
         step = resumed_from or 0
+        if resumed_from is not None:
+            console.say(f"resuming from step {resumed_from} ({workdir})")
+        console.say(_start_message(settings, step, workdir, mode))
         _write_config(workdir, config)
         writer = MetricsWriter(workdir, enabled=jax.process_index() == 0, start_step=step)
-        preemption.watch(handle_sigterm)
-        progress = _Progress(settings.progress and jax.process_index() == 0, n_iters, step)
+        preemption.watch(handle_sigterm, announce=console.main)
         guard = _NonFiniteGuard(settings.max_consecutive_nonfinite, total=skipped_before)
         window = _MetricsWindow(step, settings.log_every, n_iters)
         calls = _prefetched_calls(batch_fn, mode, local_batch_size, schedule.calls(step))
-        call, preempted = next(calls, None), False
+        call, stop_signal = next(calls, None), None
         while call is not None:
             k, batches = call
             state, metrics = mode.step(state, batches)
@@ -405,25 +524,38 @@ def train(
             m = mode.fetch_metrics(metrics)
             skipped = np.asarray(m["skipped"]).astype(bool)
             guard.check(step, skipped, ckpt)
-            window.add(m, skipped)
+            window.add(step, m, skipped)
             step += k
-            record = window.flush(step, guard.total, lr_at(step - guard.total, config)) if window.due(step) else None
-            if record is not None:
+            record = None
+            if window.due(step):
+                warning = window.skipped_warning(step, guard.total)
+                opt_step = _optimizer_step(state.opt_state)
+                opt_step = step - guard.total if opt_step is None else opt_step
+                record = window.flush(step, guard.total, opt_step, lr_at(opt_step, config))
                 writer.write(step, record)
-            progress.update(k, record)
+                if warning:
+                    console.say(warning)
+            console.update(step, k, record)
             extra = {"skipped_total": guard.total}
             with window.paused():  # steps/s counts training time only
                 ckpt.maybe_save(step, mode.to_checkpoint(state), force=step == n_iters, config=config, extra=extra)
+                if step == n_iters and (final := schedule.due_hooks(step)):
+                    console.describe("final evaluation")
+                    console.say(f"step {step}: running final evaluation hooks: {', '.join(h.name for h in final)}")
                 schedule.run_hooks(step, lambda: mode.unreplicate(state), writer)
-            if step < n_iters and preemption.requested():
+            if step < n_iters and (stop_signal := preemption.requested()):
                 ckpt.maybe_save(step, mode.to_checkpoint(state), force=True, config=config, extra=extra)
-                preempted = True
                 break
-        return TrainResult(state=mode.unreplicate(state), step=step, preempted=preempted,
-                           resumed_from=resumed_from, total_skipped=guard.total, workdir=workdir)
+        ckpt.wait()
+        console.close()
+        result = TrainResult(state=mode.unreplicate(state), step=step, preempted=stop_signal is not None,
+                             resumed_from=resumed_from, total_skipped=guard.total, workdir=workdir,
+                             stop_signal=stop_signal)
+        if console.main:
+            console.say(_end_message(result, ckpt))
+        return result
     finally:
-        if progress is not None:
-            progress.close()
+        console.close()
         ckpt.close()  # waits for pending async writes (SIGTERM still only sets the flag here)
         preemption.restore()
         if writer is not None:

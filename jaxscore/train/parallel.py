@@ -85,12 +85,14 @@ def _check_stacked(batches) -> None:
             )
 
 
-def _multi_step_positional(state, batches, loss_fn, tx, ema_rate, axis_name=None):
-    return multi_step(state, batches, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, axis_name=axis_name)
+def _multi_step_positional(state, batches, loss_fn, tx, ema_rate, ema_warmup, axis_name=None):
+    return multi_step(state, batches, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, ema_warmup=ema_warmup,
+                      axis_name=axis_name)
 
 
-def _pmap_step(state, batches, loss_fn, tx, ema_rate):
-    return multi_step(state, batches, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, axis_name=AXIS)
+def _pmap_step(state, batches, loss_fn, tx, ema_rate, ema_warmup):
+    return multi_step(state, batches, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, ema_warmup=ema_warmup,
+                      axis_name=AXIS)
 
 
 class Parallel(abc.ABC):
@@ -106,15 +108,16 @@ class Parallel(abc.ABC):
     - ``to_checkpoint(state)`` / ``from_checkpoint(state)``: the unreplicated saved form.
     - ``checkpoint_sharding()``: the sharding a restored leaf should have.
 
-    The compiled program is cached on ``(mode, devices, donate, loss_fn, tx, ema_rate)``
+    The compiled program is cached on ``(mode, devices, donate, loss_fn, tx, ema_rate, ema_warmup)``
     (``loss_fn`` and ``tx`` by identity), so building a second instance with the same
     objects reuses the executable instead of compiling again.
     """
 
     name: ClassVar[str]
 
-    def __init__(self, *, loss_fn, tx, ema_rate: float, devices: tuple, local_devices: tuple, compiled):
-        self.loss_fn, self.tx, self.ema_rate = loss_fn, tx, float(ema_rate)
+    def __init__(self, *, loss_fn, tx, ema_rate: float, ema_warmup: bool, devices: tuple, local_devices: tuple,
+                 compiled):
+        self.loss_fn, self.tx, self.ema_rate, self.ema_warmup = loss_fn, tx, float(ema_rate), bool(ema_warmup)
         self.devices = devices  # all devices taking part (global), in mesh order
         self.local_devices = local_devices
         self._compiled = compiled
@@ -133,7 +136,7 @@ class Parallel(abc.ABC):
         return global_batch_size // n_proc
 
     def step(self, state, batches):
-        return self._compiled(state, batches, self.loss_fn, self.tx, self.ema_rate)
+        return self._compiled(state, batches, self.loss_fn, self.tx, self.ema_rate, self.ema_warmup)
 
     def put_batches(self, batches):
         _check_stacked(batches)
@@ -153,7 +156,8 @@ class Parallel(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def create(cls, *, loss_fn, tx, ema_rate: float, devices: Sequence | None, donate: bool) -> Parallel:
+    def create(cls, *, loss_fn, tx, ema_rate: float, ema_warmup: bool, devices: Sequence | None,
+               donate: bool) -> Parallel:
         """This mode over ``devices`` (``None``: ``jax.devices()``) with the step compiled (or cached)."""
 
     @abc.abstractmethod
@@ -174,17 +178,18 @@ class SingleDevice(Parallel):
     @staticmethod
     @functools.lru_cache(maxsize=8)
     def _compile(donate: bool):
-        return jax.jit(_multi_step_positional, static_argnums=(2, 3, 4), donate_argnums=(0,) if donate else ())
+        return jax.jit(_multi_step_positional, static_argnums=(2, 3, 4, 5), donate_argnums=(0,) if donate else ())
 
     @classmethod
-    def create(cls, *, loss_fn, tx, ema_rate, devices: Sequence | None, donate: bool) -> SingleDevice:
+    def create(cls, *, loss_fn, tx, ema_rate, ema_warmup, devices: Sequence | None, donate: bool) -> SingleDevice:
         device = (_local(_all(devices))[0],)
         if jax.process_count() > 1:
             raise ValueError(
                 "training.mode='single' runs on one device of one process; with "
                 f"process_count={jax.process_count()} use 'pmap' or 'sharded'."
             )
-        return cls(loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, devices=device, local_devices=device,
+        return cls(loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, ema_warmup=ema_warmup, devices=device,
+                   local_devices=device,
                    compiled=cls._compile(donate))
 
     def put_state(self, state):
@@ -205,10 +210,11 @@ class _OverMesh(Parallel):
         self.mesh, self.local_mesh = mesh, local_mesh
 
     @classmethod
-    def create(cls, *, loss_fn, tx, ema_rate, devices: Sequence | None, donate: bool):
+    def create(cls, *, loss_fn, tx, ema_rate, ema_warmup, devices: Sequence | None, donate: bool):
         all_devices = _all(devices)
         local = _local(all_devices)
-        return cls(loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, devices=all_devices, local_devices=local,
+        return cls(loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, ema_warmup=ema_warmup, devices=all_devices,
+                   local_devices=local,
                    compiled=cls._compile(all_devices, devices is None, donate),
                    mesh=Mesh(np.array(all_devices), (AXIS,)), local_mesh=Mesh(np.array(local), (AXIS,)))
 
@@ -236,7 +242,7 @@ class Sharded(_OverMesh):
         replicated = NamedSharding(mesh, P())
         return jax.jit(
             _multi_step_positional,
-            static_argnums=(2, 3, 4),
+            static_argnums=(2, 3, 4, 5),
             in_shardings=(replicated, NamedSharding(mesh, P(None, AXIS))),
             out_shardings=(replicated, replicated),
             donate_argnums=(0,) if donate else (),
@@ -275,7 +281,7 @@ class Pmap(_OverMesh):
         return jax.pmap(
             _pmap_step,
             axis_name=AXIS,
-            static_broadcasted_argnums=(2, 3, 4),
+            static_broadcasted_argnums=(2, 3, 4, 5),
             devices=None if default_devices else devices,  # None: pmap's own choice, all local devices
             donate_argnums=(0,) if donate else (),
         )
@@ -354,6 +360,7 @@ def make_parallel(
     loss_fn,
     tx,
     ema_rate: float,
+    ema_warmup: bool = True,
     devices: Sequence | None = None,
     donate: bool = True,
 ) -> Parallel:
@@ -361,9 +368,10 @@ def make_parallel(
 
     ``devices``: the devices to use (default ``jax.devices()``; ``single`` uses the first
     local one). ``donate``: donate the input state's buffers to the step (halves peak
-    state memory; the passed-in state must not be used afterwards).
+    state memory; the passed-in state must not be used afterwards). ``ema_rate``, ``ema_warmup``:
+    the EMA decay ``state.ema_decay(n, ema_rate, ema_warmup)`` (``optim.ema_rate``/``optim.ema_warmup``).
     """
     if mode not in _MODE_CLASSES:
         raise ValueError(f"training.mode: expected one of {MODES}, got {mode!r}.")
-    return _MODE_CLASSES[mode].create(loss_fn=loss_fn, tx=tx, ema_rate=float(ema_rate), devices=devices,
-                                      donate=bool(donate))
+    return _MODE_CLASSES[mode].create(loss_fn=loss_fn, tx=tx, ema_rate=float(ema_rate), ema_warmup=bool(ema_warmup),
+                                      devices=devices, donate=bool(donate))

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "eps": 1e-8,
         "weight_decay": 0.0,
         "ema_rate": 0.9999,
+        "ema_warmup": True,  # EMA decay min(ema_rate, (1 + n) / (10 + n)) at step n (state.ema_decay)
     },
     "distributed": {  # multi-host: jax.distributed.initialize()
         "enabled": False,

@@ -36,7 +36,7 @@ import optax
 from jax import lax
 
 from jaxscore._keys import example_keys
-from jaxscore.train.state import TrainState, ema_update
+from jaxscore.train.state import TrainState, ema_decay, ema_update
 
 LossFn = Callable[[Any, jax.Array, Any], Any]  # (params, key, batch) -> loss | (loss, aux)
 
@@ -111,6 +111,7 @@ def train_step(
     loss_fn: LossFn,
     tx: optax.GradientTransformation,
     ema_rate: float,
+    ema_warmup: bool = True,
     axis_name=None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on ``batch`` (a pytree of arrays; this replica's slice under pmap).
@@ -119,7 +120,9 @@ def train_step(
     ``i`` (aux likewise), ``g = grad(loss)``; with ``axis_name``,
     ``loss, aux, g <- pmean(loss, aux, g)``. If all finite:
     ``updates, opt_state = tx.update(g, opt_state, params)``; ``params += updates``;
-    ``ema = ema_rate * ema + (1 - ema_rate) * params``. Otherwise nothing but ``step`` changes.
+    ``ema = d_n * ema + (1 - d_n) * params`` with ``d_n = ema_decay(n, ema_rate, ema_warmup)``
+    (``min(ema_rate, (1 + n) / (10 + n))`` with warm-up, else ``ema_rate``; ``n = state.step``).
+    Otherwise nothing but ``step`` changes.
 
     ``loss_fn(params, key, batch)`` returns a scalar loss or ``(loss, aux)`` with ``aux`` a
     dict of scalars (cast to float32). Returns ``(new_state, metrics)`` with metrics ``loss``,
@@ -136,7 +139,8 @@ def train_step(
         params, ema, opt_state, g = operand
         updates, new_opt_state = tx.update(g, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        return new_params, ema_update(ema, new_params, ema_rate), new_opt_state
+        decay = ema_decay(state.step, ema_rate, ema_warmup)
+        return new_params, ema_update(ema, new_params, decay), new_opt_state
 
     def skip(operand):
         params, ema, opt_state, _ = operand
@@ -167,6 +171,7 @@ def multi_step(
     loss_fn: LossFn,
     tx: optax.GradientTransformation,
     ema_rate: float,
+    ema_warmup: bool = True,
     axis_name=None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """``K`` consecutive ``train_step`` calls via ``lax.scan`` over the leading ``[K]`` axis.
@@ -184,7 +189,8 @@ def multi_step(
         )
 
     def body(carry, batch):
-        return train_step(carry, batch, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, axis_name=axis_name)
+        return train_step(carry, batch, loss_fn=loss_fn, tx=tx, ema_rate=ema_rate, ema_warmup=ema_warmup,
+                          axis_name=axis_name)
 
     if ks == {1}:
         # No loop for one step: XLA:CPU runs convolutions several times slower inside a
