@@ -19,6 +19,8 @@ and in :mod:`jaxscore.experiment`, never inside the numerics.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 
 
@@ -27,8 +29,23 @@ def _train(args, overrides) -> int:
     from jaxscore.experiment import train_and_evaluate
 
     config = load_config(args.config, overrides)
-    train_and_evaluate(config, args.workdir, allow_config_change=args.allow_config_change)
-    return 0
+    _check_workdir(args.workdir)
+    result = train_and_evaluate(config, args.workdir, allow_config_change=args.allow_config_change)
+    return int(getattr(result, "exit_code", 0) or 0)
+
+
+def _check_workdir(workdir: str) -> None:
+    """``--workdir``: a directory (or a path that can become one) that this user can write."""
+    from jaxscore.config import ConfigError
+
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--workdir: expected a directory (new or a run's), got the file {workdir!r}.")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir: expected a directory this user can write, but {existing!r} is not writable.")
 
 
 def parse_option(item: str) -> tuple[str, object]:
@@ -62,8 +79,6 @@ def _check_sampler_options(sampler: str, options: dict) -> None:
 def _sample(args, overrides) -> int:
     from jaxscore.commands import sample_from_workdir
 
-    if overrides:
-        raise SystemExit(f"sample: unexpected arguments {overrides}")
     options = dict(args.option or ())
     _check_sampler_options(args.sampler, options)
     path = sample_from_workdir(
@@ -77,14 +92,14 @@ def _sample(args, overrides) -> int:
 def _likelihood(args, overrides) -> int:
     from jaxscore.commands import likelihood_from_workdir
 
-    if overrides:
-        raise SystemExit(f"likelihood: unexpected arguments {overrides}")
     result = likelihood_from_workdir(
         args.workdir, data=args.data, num=args.num, divergence=args.divergence, batch_size=args.batch_size,
         seed=args.seed,
     )
     for key, value in result.items():
         print(f"{key}: {value}")
+    if result["num"] < args.num:
+        print(f"note: asked for {args.num} examples; the data has {result['num']}, all evaluated")
     return 0
 
 
@@ -102,8 +117,6 @@ def _eval(args, overrides) -> int:
     from jaxscore.commands import evaluate_workdir
     from jaxscore.config import ConfigError
 
-    if overrides:
-        raise SystemExit(f"eval: unexpected arguments {overrides}")
     metrics = _comma_list(args.metrics, "--metrics", ("fid", "kid", "is", "pr", "bpd"))
     if args.ref is not None and args.data is not None:
         raise ConfigError("--ref and --data: give one reference (statistics file or images), not both.")
@@ -132,8 +145,6 @@ def _fid_stats(args, overrides) -> int:
     from jaxscore.config import load_config
 
     config = load_config(args.config, overrides) if args.config else None
-    if overrides and config is None:
-        raise SystemExit(f"fid-stats: unexpected arguments {overrides}")
     info = fid_stats(args.out, features=args.features, config=config, split=args.split, data=args.data,
                      inception_weights=args.inception_weights, num=args.num, batch_size=args.batch_size)
     print(f"wrote {info['out']}: statistics of {info['count']} images, {info['feature_dim']} features")
@@ -143,14 +154,44 @@ def _fid_stats(args, overrides) -> int:
 def _convert_inception(args, overrides) -> int:
     from jaxscore.evaluation.convert_inception import convert_pytorch_fid_weights
 
-    if overrides:
-        raise SystemExit(f"convert-inception: unexpected arguments {overrides}")
     print(f"wrote {convert_pytorch_fid_weights(args.src, args.out)}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error style: one line ``jaxscore: …``, exit status 2."""
+
+    def error(self, message):
+        where = self.prog[len("jaxscore"):].strip()
+        print(f"jaxscore: {where + ': ' if where else ''}{message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite float (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxscore", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="jaxscore", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train (or resume) a model from a config file")
@@ -162,14 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="draw samples with the EMA parameters of the latest checkpoint")
     sample.add_argument("--workdir", required=True)
     sample.add_argument("--sampler", default="dpmpp_2m")
-    sample.add_argument("--steps", type=int, default=20)
-    sample.add_argument("--num", type=int, default=64)
-    sample.add_argument("--batch-size", type=int, default=1024)
+    sample.add_argument("--steps", type=positive_int, default=20)
+    sample.add_argument("--num", type=positive_int, default=64)
+    sample.add_argument("--batch-size", type=positive_int, default=1024)
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", default="samples.npz", help="npz file (key 'samples'); a PNG is written beside it")
+    sample.add_argument("--out", default="samples.npz", help="npz file (key 'samples'); a picture <name>_grid.png "
+                                                             "(images) or <name>_scatter.png (2-D) is written beside it")
     sample.add_argument("--label", type=int, default=None,
                         help="class-conditional models: draw this class (default: sample i gets class i %% num_classes)")
-    sample.add_argument("--guidance-scale", type=float, default=None,
+    sample.add_argument("--guidance-scale", type=finite_float, default=None,
                         help="class-conditional models: classifier-free guidance scale (default: the run's "
                              "sampling.guidance_scale; 1 = conditional, 0 = unconditional)")
     sample.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE",
@@ -179,15 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     lik = sub.add_parser("likelihood", help="mean NLL (nats) and bits/dim through the probability-flow ODE")
     lik.add_argument("--workdir", required=True)
     lik.add_argument("--data", default=None, help="'train', 'test' (the run's dataset) or an .npy/.npz file")
-    lik.add_argument("--num", type=int, default=256)
-    lik.add_argument("--batch-size", type=int, default=128)
+    lik.add_argument("--num", type=positive_int, default=256)
+    lik.add_argument("--batch-size", type=positive_int, default=128)
     lik.add_argument("--divergence", choices=("exact", "hutchinson"), default="exact")
     lik.add_argument("--seed", type=int, default=0)
     lik.set_defaults(run=_likelihood)
 
     ev = sub.add_parser("eval", help="sample quality (FID, KID, IS, precision/recall) and bits/dim of a run")
     ev.add_argument("--workdir", required=True)
-    ev.add_argument("--num", type=int, default=None, help="samples to draw (default: the run's eval.fid_num)")
+    ev.add_argument("--num", type=positive_int, default=None, help="samples to draw (default: the run's eval.fid_num)")
     ev.add_argument("--metrics", default="fid,kid,is,pr", help="comma-separated: fid, kid, is, pr, bpd")
     ev.add_argument("--ref", default=None, help="reference statistics .npz (keys mu, sigma; as pytorch-fid / "
                                                "clean-fid write them, or `jaxscore fid-stats`)")
@@ -198,11 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--inception-weights", default=None, help="converted FID Inception weights (.npz; see "
                                                              "`jaxscore convert-inception`); default $JAXSCORE_INCEPTION_WEIGHTS")
     ev.add_argument("--sampler", default=None, help="default: the run's sampling.sampler")
-    ev.add_argument("--steps", type=int, default=None, help="default: the run's sampling.steps")
+    ev.add_argument("--steps", type=positive_int, default=None, help="default: the run's sampling.steps")
     ev.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE", help="sampler option (repeatable)")
-    ev.add_argument("--batch-size", type=int, default=500)
+    ev.add_argument("--batch-size", type=positive_int, default=500)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--bpd-num", type=int, default=256, help="test images for the bpd metric")
+    ev.add_argument("--bpd-num", type=positive_int, default=256, help="test images for the bpd metric")
     ev.add_argument("--guidance-scales", default=None, help="class-conditional runs: comma-separated scales; writes "
                                                            "per-class accuracy of guided samples vs scale (guidance_accuracy.png)")
     ev.add_argument("--out", default=None, help="JSON file (default WORKDIR/eval.json)")
@@ -215,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--split", default="train", help="with --config: train, test or all")
     fs.add_argument("--features", required=True, help="digits, mnist or inception")
     fs.add_argument("--inception-weights", default=None)
-    fs.add_argument("--num", type=int, default=None, help="first NUM images (default all)")
-    fs.add_argument("--batch-size", type=int, default=500)
+    fs.add_argument("--num", type=positive_int, default=None, help="first NUM images (default all)")
+    fs.add_argument("--batch-size", type=positive_int, default=500)
     fs.add_argument("--out", required=True)
     fs.set_defaults(run=_fid_stats)
 
@@ -229,20 +271,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv  # accepted anywhere on the line
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    overrides = [a for a in rest if a.startswith("--config.")]
-    unknown = [a for a in rest if not a.startswith("--config.")]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:  # usage errors print their one line (_Parser.error) and exit 2; --help exits 0
+        args, rest = parser.parse_known_args(argv)
+        overrides = [a for a in rest if a.startswith("--config.")]
+        unknown = [a for a in rest if not a.startswith("--config.")]
+        if overrides and not (args.command == "train" or (args.command == "fid-stats" and args.config)):
+            unknown += overrides  # --config.* overrides only apply where a config file is loaded
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as e:
+        return int(e.code or 0)
+    args.debug = debug
+    import logging
+
     from jaxscore.config import ConfigError
 
+    if not args.debug:  # orbax logs "Given directory is read only" on every restore
+        logging.getLogger("absl").setLevel(logging.ERROR)
     try:
         return args.run(args, overrides)
     except ConfigError as e:
+        if args.debug:
+            raise
         print(f"jaxscore: config error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:  # bad input named by the library: one line, no traceback
+    except (OSError, ValueError, FloatingPointError) as e:  # bad input the library named: one line, exit 2
+        if args.debug:
+            raise
         print(f"jaxscore: {e}".replace("\n", " "), file=sys.stderr)
         return 2
 

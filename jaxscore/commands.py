@@ -50,14 +50,15 @@ def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out
         options["devices"] = 1  # the labels are per row of a whole batch
     samples = np.asarray(sample_in_batches(jax.random.key(seed), score_fn, sde, (batch, *shape), num, sampler, steps,
                                            progress=progress, **options))
+    out = out if out.endswith(".npz") else out + ".npz"  # np.savez would add it; say the path it writes
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     np.savez(out, samples=samples, step=step, **extra)
-    png = os.path.splitext(out)[0] + ".png"
+    stem = os.path.splitext(out)[0]  # pictures get names of their own: never the training report's samples.png
     if len(shape) == 3:
-        viz.save_image_grid(np.clip(samples[:256], -1, 1), png)
+        viz.save_image_grid(np.clip(samples[:256], -1, 1), stem + "_grid.png")
     else:
         reference = load_data(config)["test"]["x"]
-        viz.save_scatter(samples, reference, png, title=f"{sampler}, {steps} steps")
+        viz.save_scatter(samples, reference, stem + "_scatter.png", title=f"{sampler}, {steps} steps")
     return out
 
 
@@ -71,12 +72,15 @@ def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int =
     :func:`jaxscore.likelihood.log_likelihood`."""
     from jaxscore.likelihood import bits_per_dim, log_likelihood
 
+    if int(num) < 1:
+        raise ValueError(f"num: expected an integer >= 1, got {num}.")
     config, score_fn, sde, shape, step = load_for_inference(workdir)
     dataset = load_data(config)
     split = data or "test"
     if split in ("train", "test"):
         ds = dataset[split]
     else:
+        _check_data_file(split)
         ds = image_data.load_array_file(split) if dataset["image"] else {"x": np.load(split, allow_pickle=False)}
     key = jax.random.key(seed)
     nll, bpd = [], []
@@ -101,7 +105,15 @@ def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int =
     result = {"step": step, "num": int(len(arr)), "nll_nats": float(np.mean(np.concatenate(nll)))}
     if bpd:
         result["bits_per_dim"] = float(np.mean(np.concatenate(bpd)))
+    if dataset["mixture"] is not None and split in ("train", "test"):  # toy mixtures: the exact figure beside
+        result["exact_nll_nats"] = float(-np.mean(np.asarray(dataset["mixture"].log_prob(jnp.asarray(arr)))))
     return result
+
+
+def _check_data_file(path: str) -> None:
+    """``--data``: 'train', 'test' or an existing .npy / .npz file."""
+    if not (path.endswith((".npy", ".npz")) and os.path.isfile(path)):
+        raise ValueError(f"--data: expected 'train', 'test' or an existing .npy/.npz file, got {path!r}.")
 
 
 # --- sample quality -------------------------------------------------------------------------
@@ -115,6 +127,8 @@ def _reference_stats(config, extractor, *, ref: str | None, data: str | None, ba
     if ref is not None:
         return load_stats(ref)
     split = data or str(config.eval.fid_ref)
+    if split not in ("train", "test"):
+        _check_data_file(split)
     images = load_data(config)[split]["images"] if split in ("train", "test") else image_data.load_array_file(split)["images"]
     return stats_of_images(images, extractor, batch_size=batch_size, progress=progress, desc=f"reference features ({split})")
 

@@ -186,12 +186,27 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     run = Run(config=config, workdir=workdir, data=data, sde=sde, loss_fn=jax.jit(loss_fn),
               test_batch_fn=make_batch_fn(config, data, "test", **shard), score_with_params=score_with_params,
               class_score_with_params=class_score_with_params if is_conditional(config) else None)
-    hooks = [Hook(ev, every=getattr(ev, "every", None), name=ev.name) for ev in build_evaluators(run)]
+    evaluators = build_evaluators(run)
+    hooks = [Hook(ev, every=getattr(ev, "every", None), name=ev.name) for ev in evaluators]
     result = train(config, workdir, init_fn=make_init_fn(model, data["shape"]), loss_fn=loss_fn,
                    batch_fn=make_batch_fn(config, data, **shard), eval_fns=hooks, allow_config_change=allow_config_change)
+    if result.resumed_from is not None and result.resumed_from >= int(config.training.n_iters):
+        _report_if_missing(evaluators, result, workdir)
     if jax.process_index() == 0:
         viz.save_training_curves(os.path.join(workdir, "metrics.jsonl"), workdir)
     return result
+
+
+def _report_if_missing(evaluators, result, workdir: str) -> None:
+    """A re-run of a finished run whose report is missing (the run died after its last checkpoint,
+    or the report crashed) writes the report from the final checkpoint, and says so."""
+    if os.path.exists(os.path.join(workdir, "samples.png")):
+        return
+    if jax.process_index() == 0:
+        print(f"run already finished at step {result.step}; writing its missing report into {workdir}", flush=True)
+    for evaluator in evaluators:
+        if evaluator.name == "report":
+            evaluator(result.state, result.step)
 
 
 # --- inference from a workdir --------------------------------------------------------------

@@ -58,15 +58,24 @@ def save_image_grid(images, path: str, nrow: int | None = None, scale: int = 4) 
     return path
 
 
+def points_outside(points, lim: float) -> int:
+    """Rows of ``points [N, 2]`` outside the square frame ``[-lim, lim]²`` (non-finite rows included)."""
+    points = np.asarray(points, np.float64)
+    return int(np.sum(~np.all(np.abs(points) <= lim, axis=-1)))
+
+
 def save_scatter(samples, reference, path: str, *, title: str = "", extent: float | None = None) -> str:
-    """Side-by-side scatter of reference data and model samples (2-D)."""
+    """Side-by-side scatter of reference data and model samples (2-D), framed on the data; each
+    panel's title says how many of its points fall outside the frame (or are not finite)."""
     plt = _plt()
     samples, reference = np.asarray(samples), np.asarray(reference)
     lim = extent or float(np.percentile(np.abs(reference), 99.5) * 1.3)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
     for ax, pts, name in ((axes[0], reference, "data"), (axes[1], samples, "samples")):
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
-        ax.set_title(f"{name} ({len(pts)})")
+        outside = points_outside(pts, lim)
+        ax.set_title(f"{name} ({len(pts)})" + (f": {outside} outside the frame" if outside else ""),
+                     color="C3" if outside > 0.01 * len(pts) else "black")
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
