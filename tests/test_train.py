@@ -684,6 +684,62 @@ def test_resume_across_modes_and_extend_n_iters(tmp_path, reference_run):
     assert int(res.state.step) == 14 and not tree_equal(res.state.params, ref.state.params)
 
 
+def _lines(text: str, *prefixes: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith(prefixes)]
+
+
+def test_train_says_what_it_does_without_a_progress_bar(tmp_path, capsys):
+    """training.progress=False still prints: the start, resume and end lines, and before the
+    at-end hooks a line naming them (printed before the hooks' own output)."""
+    wd = str(tmp_path)
+    hook = Hook(fn=lambda st, s: print(f"hook ran at {s}"), name="report")
+    res = _train(wd, n_iters=4, checkpoint_every=2, eval_fns=[hook])
+    out = capsys.readouterr().out
+    assert res.step == 4 and _lines(out, "resuming") == []
+    assert _lines(out, "training ") == [
+        f"training 4 steps (0 -> 4) in {wd}: mode single on 1 device(s), batch 8, 1 step(s) per call; "
+        "the first call compiles"]
+    lines = out.splitlines()
+    final = lines.index("step 4: running final evaluation hooks: report")
+    assert lines[final + 1] == "hook ran at 4"
+    assert lines[-1] == f"done: step 4, wrote checkpoints to {os.path.join(wd, 'checkpoints')} (latest: step 4)"
+
+    res = _train(wd, n_iters=6, checkpoint_every=2)
+    out = capsys.readouterr().out.splitlines()
+    assert res.resumed_from == 4
+    assert out[0] == f"resuming from step 4 ({wd})"
+    assert out[1].startswith("training 2 steps (4 -> 6)")
+    assert out[-1] == f"done: step 6, wrote checkpoints to {os.path.join(wd, 'checkpoints')} (latest: step 6)"
+
+    _train(wd, n_iters=6, checkpoint_every=2)  # a finished run: says so, runs nothing
+    assert capsys.readouterr().out.splitlines() == [
+        f"resuming from step 6 ({wd})",
+        "step 6 is already training.n_iters=6: nothing to train",
+        f"done: step 6, nothing left to train; checkpoints in {os.path.join(wd, 'checkpoints')}",
+    ]
+
+
+def test_progress_bar_clock_starts_after_the_first_call_and_names_the_final_evaluation(tmp_path, capsys):
+    """The bar appears only once the first (compiling) call has returned, starting at the step it
+    reached, so its rate and ETA leave the compile out; while the at-end hooks run it says so."""
+    from jaxscore.train.loop import _Console
+
+    console = _Console(main=True, bar=True, total=10)
+    assert console.bar is None  # nothing drawn (no clock running) before the first call returns
+    console.update(3, 3, None)
+    assert console.bar.n == 3 and console.bar.format_dict["initial"] == 3  # rate counts later steps only
+    console.update(5, 2, None)
+    assert console.bar.n == 5
+    console.close()
+
+    seen = []
+    hook = Hook(fn=lambda st, s: seen.append(capsys.readouterr().err), name="report")
+    _train(tmp_path, n_iters=4, checkpoint_every=2, eval_fns=[hook], progress=True)
+    err = seen[0] + capsys.readouterr().err
+    assert "0/4" not in err and "1/4" in err  # first drawn after call 1 (steps_per_call=1)
+    assert "final evaluation" in seen[0]  # shown before the hook ran
+
+
 def test_config_change_refused_unless_allowed(tmp_path):
     _train(tmp_path, n_iters=4, checkpoint_every=2)
     cfg = train_worker.make_config(n_iters=6)
@@ -705,8 +761,10 @@ def test_check_config_resume_safe_keys():
     saved = {"seed": 0, "training": {"n_iters": 10, "batch_size": 8}, "sampling": {"steps": 20}}
     new = {"seed": 0, "training": {"n_iters": 99, "batch_size": 8}, "sampling": {"steps": 50}, "eval": {"n": 1}}
     assert check_config(saved, new) == []  # total steps, sampling and eval sections are resume-safe
-    with pytest.raises(ConfigMismatchError, match=r"(?s)seed: saved 0 -> new 1.*training.batch_size"):
+    with pytest.raises(ConfigMismatchError, match=r"(?s)seed: saved 0 -> new 1.*training.batch_size") as err:
         check_config(saved, {**new, "seed": 1, "training": {"n_iters": 10, "batch_size": 16}})
+    # the way out is named for both front ends: the CLI flag and the Python keyword
+    assert "--allow-config-change" in str(err.value) and "allow_config_change=True" in str(err.value)
 
 
 def test_batch_fn_with_wrong_row_count_is_rejected(tmp_path):
@@ -732,13 +790,31 @@ def _nan_after(first_bad, last_bad=None):
     return batch_fn
 
 
-def test_isolated_nonfinite_steps_are_skipped_and_counted(tmp_path):
+def test_isolated_nonfinite_steps_are_skipped_counted_and_warned_about(tmp_path, capsys):
+    """Steps 3 and 4 get a NaN batch (so a NaN loss): both skipped, counted, one warning line per
+    log window that had any (windows [2, 4) and [4, 6) of log_every=2), and each record's lr is the
+    schedule at the optimizer's own step (optax's count: applied updates only)."""
+    import optax
+
     res = _train(tmp_path, batch_fn=_nan_after(3, 4), n_iters=8, max_consecutive_nonfinite=3)
     assert res.step == 8 and res.total_skipped == 2
     recs = [r for r in read_metrics(os.path.join(tmp_path, "metrics.jsonl")) if "loss" in r]
     assert [r["skipped"] for r in recs] == [0, 1, 1, 0]  # windows (0,1] (2,3]... of 2 steps
     assert all(np.isfinite(r["loss"]) for r in recs)  # logged losses average finite steps
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(res.state.params))
+    warnings_out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("warning:")]
+    assert warnings_out == [
+        "warning: 1 of the 2 training steps in [2, 4) had a non-finite loss or gradient and were skipped "
+        "(steps 3; 1 skipped in total)",
+        "warning: 1 of the 2 training steps in [4, 6) had a non-finite loss or gradient and were skipped "
+        "(steps 4; 2 skipped in total)",
+    ]
+    # applied updates by steps 2, 4, 6, 8: 2, 3 (step 3 skipped), 4 (step 4 skipped), 6
+    assert [r["opt_step"] for r in recs] == [2, 3, 4, 6]
+    counts = {int(c) for _, c in optax.tree_utils.tree_get_all_with_path(res.state.opt_state, "count")}
+    assert counts == {6}
+    cfg = train_worker.make_config()
+    assert [r["lr"] for r in recs] == [pytest.approx(lr_at(n, cfg)) for n in (2, 3, 4, 6)]
 
 
 def test_consecutive_nonfinite_limit_stops_with_checkpoint_intact(tmp_path):
@@ -750,6 +826,77 @@ def test_consecutive_nonfinite_limit_stops_with_checkpoint_intact(tmp_path):
         jax.random.key(0), INIT_FN(jax.random.key(0)), make_optimizer())))
     assert meta["step"] == 5 and all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
     ck.close()
+
+
+# ---------------------------------------------------------------- interrupts
+
+
+class _SigintNotHandled(Exception):
+    pass
+
+
+@pytest.fixture
+def sigint_guard():
+    """SIGINT raises _SigintNotHandled unless train installs its own handler (so a failure here
+    fails the test instead of interrupting pytest); the previous handler comes back after."""
+
+    def not_handled(signum, frame):
+        raise _SigintNotHandled
+
+    previous = signal.signal(signal.SIGINT, not_handled)
+    yield not_handled
+    signal.signal(signal.SIGINT, previous)
+
+
+def _interrupting(at_step, times=1):
+    def batch_fn(step):
+        if step == at_step:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return BATCH_FN(step)
+
+    return batch_fn
+
+
+def test_sigint_saves_a_checkpoint_and_resume_is_bit_identical(tmp_path, reference_run, sigint_guard, capsys):
+    """Ctrl-C while the batches of step 7 are built (the call ending at 7 is running): the loop
+    saves step 7 (cadence 5 alone would not), prints where, returns preempted with exit code 130,
+    restores the previous handler; rerunning continues to the uninterrupted run's state exactly."""
+    _, ref, _ = reference_run
+    res = _train(tmp_path, batch_fn=_interrupting(7), n_iters=12)
+    assert signal.getsignal(signal.SIGINT) is sigint_guard
+    assert res.preempted and res.step == 7 and res.stop_signal == signal.SIGINT and res.exit_code == 130
+    ck = Checkpointer(tmp_path)
+    assert ck.all_steps() == [5, 7]
+    ck.close()
+    ckpt_dir = os.path.join(tmp_path, "checkpoints")
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"SIGINT at step 7: saved checkpoint 7 to {os.path.join(ckpt_dir, '7')}; run the same command again "
+        "to resume (exit code 130)")
+    res = _train(tmp_path, n_iters=12)
+    assert res.resumed_from == 7 and res.step == 12 and not res.preempted and res.exit_code == 0
+    chex.assert_trees_all_equal(res.state, ref.state, strict=True)
+
+
+def test_second_sigint_aborts_without_saving(tmp_path, sigint_guard):
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, batch_fn=_interrupting(7, times=2), n_iters=12)
+    assert signal.getsignal(signal.SIGINT) is sigint_guard
+    ck = Checkpointer(tmp_path)
+    assert ck.all_steps() == [5]
+    ck.close()
+
+
+def test_exit_codes():
+    from jaxscore.train import TrainResult
+
+    def result(preempted, sig):
+        return TrainResult(state=None, step=3, preempted=preempted, resumed_from=None, total_skipped=0,
+                           workdir="w", stop_signal=sig)
+
+    assert result(False, None).exit_code == 0
+    assert result(True, signal.SIGTERM).exit_code == 143 == 128 + signal.SIGTERM
+    assert result(True, signal.SIGINT).exit_code == 130 == 128 + signal.SIGINT
 
 
 # ---------------------------------------------------------------- real signals (subprocesses)
@@ -794,11 +941,15 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
-    proc = _worker(tmp_path, "--n_iters", 20, "--checkpoint_every", 100, "--kill_at", 7, "--signal", "TERM")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@pytest.mark.parametrize("sig,code", [("TERM", 143), ("INT", 130)])
+def test_sigterm_or_sigint_saves_and_exits_with_its_code(tmp_path, sig, code):
+    """A real signal to a training process: checkpoint at the step reached, one line saying where,
+    exit status 128 + signal number (the worker exits with TrainResult.exit_code, as the CLI does)."""
+    proc = _worker(tmp_path, "--n_iters", 20, "--checkpoint_every", 100, "--kill_at", 7, "--signal", sig)
+    assert proc.returncode == code, proc.stderr[-3000:]
     r = _result(proc)
     assert r["preempted"] and r["step"] == 7
+    assert f"SIG{sig} at step 7: saved checkpoint 7 to {os.path.join(tmp_path, 'checkpoints', '7')}" in proc.stdout
     ck = Checkpointer(tmp_path)
     assert ck.all_steps() == [7]  # saved at the preemption step (cadence 100 alone would not)
     ck.close()

@@ -1,7 +1,8 @@
 """Subprocess worker for the training tests (kill -9 / SIGTERM / 2-process jax.distributed).
 
 Run as ``python tests/train_worker.py --workdir W [...]``; prints one JSON line
-``RESULT {...}`` and (process 0) saves the final params to ``W/final_params.npz``.
+``RESULT {...}``, (process 0) saves the final params to ``W/final_params.npz`` and exits with
+``TrainResult.exit_code`` (0 finished, 143 SIGTERM, 130 SIGINT), as the CLI does.
 The tiny problem (MLP regression with key-dependent input noise, batches a pure function
 of (seed, step)) is importable so in-process tests can build the identical run.
 """
@@ -80,7 +81,7 @@ def main(argv=None):
     p.add_argument("--mode", default="single")
     p.add_argument("--devices", type=int, default=8, help="fake CPU devices in this process")
     p.add_argument("--kill_at", type=int, default=-1, help="send --signal to itself when batch kill_at is built")
-    p.add_argument("--signal", default="KILL", choices=["KILL", "TERM"])
+    p.add_argument("--signal", default="KILL", choices=["KILL", "TERM", "INT"])
     p.add_argument("--num_processes", type=int, default=1)
     p.add_argument("--process_id", type=int, default=0)
     p.add_argument("--port", type=int, default=0)
@@ -113,7 +114,7 @@ def main(argv=None):
 
     from jaxscore.train import train
 
-    sig = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[args.signal]
+    sig = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}[args.signal]
 
     def killer(step):
         if step == args.kill_at:
@@ -135,7 +136,8 @@ def main(argv=None):
         "process_index": jax.process_index(),
     }
     print("RESULT " + json.dumps(summary), flush=True)
+    return result.exit_code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
