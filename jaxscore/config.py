@@ -27,6 +27,7 @@ import difflib
 import importlib.util
 import inspect
 import math
+import numbers
 import os
 from typing import Any, Callable, Iterable, Optional
 
@@ -221,7 +222,7 @@ class Rule:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def one_of(choices) -> Check:
@@ -250,7 +251,7 @@ def count_at_least(low: int, *, allow_none: bool = False) -> Check:
     def check(value, config):
         if value is None and allow_none:
             return None
-        return None if isinstance(value, int) and not isinstance(value, bool) and value >= low else words
+        return None if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low else words
 
     return check
 
