@@ -21,13 +21,11 @@ import numpy as np
 from jaxscore import guidance, losses, viz
 from jaxscore.config import model_overrides
 from jaxscore.data import images as image_data
-from jaxscore.data import pipeline, toy
+from jaxscore.data import TOY_DATASETS, TOY_MIXTURES, pipeline, toy
 from jaxscore.models import build_model
 from jaxscore.parameterization import make_score_fn
 from jaxscore.sde import SubVPSDE, VESDE, VPSDE
 
-TOY_MIXTURES = {"ring": toy.ring_mixture, "grid": toy.grid_mixture}
-TOY_DATASETS = (*TOY_MIXTURES, *toy.TOY_SAMPLERS)
 
 
 # --- names -> objects --------------------------------------------------------------------
