@@ -8,8 +8,8 @@ DIGITS = os.path.join(CONFIGS, "digits.py")
 
 N_ITERS = 1000
 # A short version of toy2d: 1000 steps instead of 4000 (~6 s of training on 2 cores), one eval
-# and one checkpoint at the end. EMA 0.99 instead of 0.999 because 0.999**1000 = 0.37 would
-# leave a third of the EMA weight on the random initialisation.
+# and one checkpoint at the end. EMA 0.99 instead of 0.999: an average over the last ~100 steps
+# rather than ~1000 (the EMA warm-up already keeps the random initialisation out of it).
 SHORT_TOY2D = [
     f"--config.training.n_iters={N_ITERS}",
     f"--config.training.eval_every={N_ITERS}",
