@@ -7,6 +7,9 @@ and what came. Value checks (``t`` in range) run only on concrete arrays.
 
 from __future__ import annotations
 
+import math
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,3 +127,113 @@ def check_example_offset(example_offset) -> jax.Array:
     if isinstance(example_offset, (int, np.integer)) and example_offset < 0:
         raise ValueError(f"example_offset: expected a non-negative integer, got {example_offset}.")
     return jnp.asarray(example_offset, jnp.uint32)
+
+
+# --- scalar options: one sign rule each (concrete values only; traced ones are not checked) -------
+
+def _concrete_scalar(name: str, value) -> float | None:
+    """``value`` as a Python float when it is a concrete real scalar, ``None`` when traced."""
+    if not is_concrete(value):
+        return None
+    if isinstance(value, bool) or jnp.ndim(value) != 0:
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}.")
+    try:
+        return float(np.asarray(value))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}.") from None
+
+
+def check_finite_number(name: str, value) -> None:
+    """A concrete real scalar must be finite (not NaN or +-inf): a ``ValueError`` otherwise."""
+    v = _concrete_scalar(name, value)
+    if v is not None and not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number, got {v}.")
+
+
+def check_nonnegative(name: str, value, *, why: str = "") -> None:
+    """A concrete real scalar must be finite and ``>= 0`` (``why`` is appended to the message)."""
+    v = _concrete_scalar(name, value)
+    if v is not None and not (math.isfinite(v) and v >= 0.0):
+        raise ValueError(f"{name}: expected a finite number >= 0{why}, got {v}.")
+
+
+def check_positive(name: str, value, *, why: str = "") -> None:
+    """A concrete real scalar must be finite and ``> 0`` (``why`` is appended to the message)."""
+    v = _concrete_scalar(name, value)
+    if v is not None and not (math.isfinite(v) and v > 0.0):
+        raise ValueError(f"{name}: expected a finite number > 0{why}, got {v}.")
+
+
+# --- PRNG keys -----------------------------------------------------------------------------------
+
+def _legacy_key_shape() -> tuple[int, ...]:
+    """Shape of a legacy ``jax.random.PRNGKey`` under the default PRNG implementation ((2,) for threefry)."""
+    return tuple(jax.eval_shape(jax.random.PRNGKey, 0).shape)
+
+
+def check_key(key, *, name: str = "key"):
+    """One PRNG key: a typed key of shape ``()`` (``jax.random.key(seed)``) or a legacy raw key
+    (``jax.random.PRNGKey(seed)``: uint32 of shape ``(2,)`` for threefry). Anything else (an int
+    seed, a float array, a batch of keys) is a ``TypeError`` at trace time. Returns ``key``."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if tuple(shape) != ():
+            raise TypeError(f"{name}: expected one PRNG key (shape ()), got a key array of shape {tuple(shape)}.")
+        return key
+    legacy = _legacy_key_shape()
+    if dtype is not None and dtype == jnp.uint32 and tuple(shape) == legacy:
+        return key
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        got = f"the int {key}; pass jax.random.key({key})"
+    else:
+        got = (f"an array of dtype {dtype} and shape {tuple(shape)}" if dtype is not None
+               else f"{type(key).__name__} {key!r}")
+    raise TypeError(f"{name}: expected a PRNG key, jax.random.key(seed) (or a legacy uint32{list(legacy)} "
+                    f"jax.random.PRNGKey(seed)), got {got}.")
+
+
+# --- non-finite values ---------------------------------------------------------------------------
+
+def nonfinite_rows(x) -> jax.Array:
+    """``[B]`` bool: row ``i`` of ``x: [B, *D]`` holds a NaN or an infinity (jit-compatible)."""
+    x = jnp.asarray(x)
+    return ~jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=-1)
+
+
+def count_nonfinite_rows(x) -> jax.Array:
+    """int32 scalar: the number of rows of ``x: [B, *D]`` with any non-finite value (jit-compatible)."""
+    return jnp.sum(nonfinite_rows(x), dtype=jnp.int32)
+
+
+def format_indices(indices, *, limit: int = 8) -> str:
+    """``"3, 17, 40"`` (the first ``limit``, then ``", ..."``) for error messages."""
+    indices = [int(i) for i in np.asarray(indices).ravel()]
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return shown + (", ..." if len(indices) > limit else "")
+
+
+def check_finite_rows(name: str, x) -> jax.Array:
+    """Every value of ``x: [B, *D]`` must be finite. Concrete ``x``: a ``ValueError`` naming the
+    bad rows, before any work; traced ``x``: ``equinox.error_if`` (raised when the compiled
+    function runs; the message cannot name rows there). Returns ``x``."""
+    if is_concrete(x):
+        bad = np.flatnonzero(~np.all(np.isfinite(np.asarray(x).reshape(np.shape(x)[0], -1)), axis=-1))
+        if bad.size:
+            raise ValueError(f"{name}: expected finite values, got NaN or inf in {bad.size} of {np.shape(x)[0]} "
+                             f"rows (rows {format_indices(bad)}).")
+        return x
+    return eqx.error_if(x, jnp.any(nonfinite_rows(x)), f"{name}: expected finite values, got NaN or inf in some rows.")
+
+
+# --- shapes --------------------------------------------------------------------------------------
+
+def check_broadcasts_to(name: str, shape, target, *, hint: str = "") -> None:
+    """An array of ``shape`` must broadcast to ``target`` without changing it (e.g. a mask against
+    the data): a ``ValueError`` naming both shapes otherwise."""
+    shape, target = tuple(shape), tuple(target)
+    try:
+        ok = tuple(np.broadcast_shapes(shape, target)) == target
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected a shape that broadcasts to {target}{hint}, got {shape}.")

@@ -19,9 +19,11 @@ from jaxscore.samplers import (
     Sampler,
     available_samplers,
     get_sampler,
+    iter_sample_batches,
     nfe_for_steps,
     sample,
     sample_in_batches,
+    sample_local_shard,
     steps_for_nfe,
     time_grid,
 )
@@ -520,3 +522,128 @@ def test_image_shaped_data(name):
     assert x.shape == (3, 4, 4, 2) and info["trajectory"].shape == (4, 3, 4, 4, 2)
     assert np.all(np.isfinite(np.asarray(x)))
     assert info["nfe"] == nfe_for_steps(name, 3, **_small_opts(name))
+
+
+# --- no silent NaN, no silent nonsense (issue 11) --------------------------------------------------
+
+def _nan_right_half(sde):
+    """The exact ring score, but NaN on every row whose first coordinate is > 1 (a score_fn that
+    breaks on part of the batch; rows are independent, so exactly the rows that ever reach x_0 > 1
+    go NaN)."""
+    exact = RING.score_fn(sde)
+    return lambda x, t: jnp.where(x[:, :1] > 1.0, jnp.nan, exact(x, t))
+
+
+def _bad_rows(x) -> np.ndarray:
+    x = np.asarray(x)
+    return np.flatnonzero(~np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=-1))
+
+
+NONFINITE_DEFAULT = ["dpmpp_2m", "pc", "ode"]  # the issue's three; the rest run with -m slow
+
+
+@pytest.mark.parametrize("name", NONFINITE_DEFAULT)
+def test_info_counts_nonfinite_rows(name):
+    _check_nonfinite_count(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in ALL if n not in NONFINITE_DEFAULT])
+def test_info_counts_nonfinite_rows_all(name):
+    _check_nonfinite_count(name)
+
+
+def _check_nonfinite_count(name):
+    """``info["nonfinite"]`` is the number of sample rows holding a NaN/inf (counted here in numpy),
+    also under jit; 0 for a finite score."""
+    sde = _sde_for(name)
+    run = jax.jit(lambda k, broken: sample(k, _nan_right_half(sde) if broken else RING.score_fn(sde), sde, (16, 2),
+                                           name, steps=3, return_info=True, **_small_opts(name)), static_argnums=1)
+    x, info = run(jax.random.key(1), True)
+    bad = _bad_rows(x)
+    assert 0 < bad.size < 16, bad  # some rows broke, not all (the count is not trivially 0 or B)
+    assert int(info["nonfinite"]) == bad.size
+    x, info = run(jax.random.key(1), False)
+    assert _bad_rows(x).size == 0 and int(info["nonfinite"]) == 0
+
+
+def test_batched_sampling_raises_on_nonfinite_samples():
+    """sample_in_batches / sample_local_shard / iter_sample_batches raise FloatingPointError naming
+    the sampler, the count and the global indices of the bad rows (those of the one-call samples)."""
+    sde = VPSDE()
+    score_fn = _nan_right_half(sde)
+    key = jax.random.key(2)
+    whole = sample(key, score_fn, sde, (12, 2), "dpmpp_2m", steps=3)
+    bad = _bad_rows(whole)
+    first_batch_bad = bad[bad < 6]
+    assert first_batch_bad.size > 0
+    expected = (rf"^sampler 'dpmpp_2m': {first_batch_bad.size} of 6 samples of this batch hold NaN or inf "
+                rf"\(global example indices {', '.join(map(str, first_batch_bad))}\)")
+    with pytest.raises(FloatingPointError, match=expected):
+        sample_in_batches(key, score_fn, sde, (6, 2), 12, "dpmpp_2m", steps=3, progress=False)
+    with pytest.raises(FloatingPointError, match=expected):
+        sample_local_shard(key, score_fn, sde, (6, 2), 12, "dpmpp_2m", steps=3, progress=False, process_index=0,
+                           process_count=1)
+    # process 1 of 2 draws rows [3, 6) and [9, 12): its first bad rows are named by global index
+    share_bad = bad[((bad >= 3) & (bad < 6))] if np.any((bad >= 3) & (bad < 6)) else bad[bad >= 9]
+    with pytest.raises(FloatingPointError, match=rf"global example indices {share_bad[0]}\b"):
+        list(iter_sample_batches(key, score_fn, sde, (6, 2), 12, "dpmpp_2m", steps=3, progress=False,
+                                 process_index=1, process_count=2))
+
+
+BAD_OPTION_VALUES = [  # (sampler, options, message pattern): each a ValueError at trace time
+    ("ddim", {"eta": -0.5}, r"^eta: expected a finite number >= 0 .*got -0.5"),
+    ("ddim", {"eta": float("nan")}, r"^eta: expected a finite number >= 0 .*got nan"),
+    ("pc", {"snr": -0.1}, r"^snr: expected a finite number >= 0 .*got -0.1"),
+    ("pc", {"snr": float("inf")}, r"^snr: expected a finite number >= 0 .*got inf"),
+    ("annealed_langevin", {"step_lr": -2e-5}, r"^step_lr: expected a finite number > 0 .*got -2e-05"),
+    ("annealed_langevin", {"step_lr": 0.0}, r"^step_lr: expected a finite number > 0 .*got 0.0"),
+    ("edm_stochastic", {"S_churn": -1.0}, r"^S_churn: expected a finite number >= 0 .*got -1.0"),
+    ("edm_stochastic", {"S_noise": -1.0}, r"^S_noise: expected a finite number >= 0 .*got -1.0"),
+]
+
+
+@pytest.mark.parametrize("name,opts,pattern", BAD_OPTION_VALUES, ids=[f"{n}-{list(o)[0]}={list(o.values())[0]}"
+                                                                       for n, o, _ in BAD_OPTION_VALUES])
+def test_bad_option_values_raise_at_trace_time(name, opts, pattern):
+    sde = _sde_for(name)
+    with pytest.raises(ValueError, match=pattern):
+        jax.eval_shape(lambda k: sample(k, RING.score_fn(sde), sde, (4, 2), name, steps=3, **opts), jax.random.key(0))
+
+
+def test_snr_zero_is_accepted_and_means_no_correction():
+    """The sign rule refuses snr < 0 only: snr = 0 is a zero corrector step, so pc equals its
+    predictor alone."""
+    sde = VPSDE()
+    score_fn = RING.score_fn(sde)
+    key = jax.random.key(0)
+    pc0 = sample(key, score_fn, sde, (4, 2), "pc", steps=3, snr=0.0, predictor="euler_maruyama")
+    em = sample(key, score_fn, sde, (4, 2), "euler_maruyama", steps=3)
+    np.testing.assert_allclose(np.asarray(pc0), np.asarray(em), rtol=1e-6, atol=1e-6)
+
+
+BAD_KEYS = [  # (description, key, message pattern)
+    ("int seed", 0, r"^key: expected a PRNG key, jax\.random\.key\(seed\) .*got the int 0; pass jax\.random\.key\(0\)"),
+    ("numpy int seed", np.int64(3), r"^key: expected a PRNG key.*pass jax\.random\.key\(3\)"),
+    ("float array", np.zeros(2, np.float32), r"^key: expected a PRNG key.*dtype float32 and shape \(2,\)"),
+    ("int32 pair", np.zeros(2, np.int32), r"^key: expected a PRNG key.*dtype int32 and shape \(2,\)"),
+    ("batch of keys", "split", r"^key: expected one PRNG key \(shape \(\)\), got a key array of shape \(2,\)"),
+]
+
+
+@pytest.mark.parametrize("what,key,pattern", BAD_KEYS, ids=[b[0] for b in BAD_KEYS])
+def test_key_must_be_one_prng_key(what, key, pattern):
+    key = jax.random.split(jax.random.key(0)) if isinstance(key, str) else key
+    for name in ALL:
+        sde = _sde_for(name)
+        with pytest.raises(TypeError, match=pattern):
+            sample(key, RING.score_fn(sde), sde, (4, 2), name, steps=3, **_small_opts(name))
+    with pytest.raises(TypeError, match=pattern):
+        sample_in_batches(key, RING.score_fn(VPSDE()), VPSDE(), (4, 2), 8, "ddim", steps=3, progress=False)
+
+
+def test_typed_and_legacy_keys_give_the_same_samples():
+    sde = VPSDE()
+    typed = sample(jax.random.key(5), RING.score_fn(sde), sde, (4, 2), "euler_maruyama", steps=3)
+    legacy = sample(jax.random.PRNGKey(5), RING.score_fn(sde), sde, (4, 2), "euler_maruyama", steps=3)
+    np.testing.assert_array_equal(np.asarray(typed), np.asarray(legacy))

@@ -4,7 +4,8 @@ probability-flow ODE / reverse SDE through diffrax.
 
 Every sampler: ``fn(key, score_fn, sde, shape, *, steps, grid, t_min, denoise, return_info, ...)``
 returning ``[B, *D]`` samples (``(samples, info)`` with ``return_info=True``; ``info["nfe"]`` is the
-number of score evaluations, ``info["trajectory"]`` ``[steps + 1, B, *D]`` with
+number of score evaluations, ``info["nonfinite"]`` the number of sample rows holding a NaN or inf
+(batched sampling raises ``FloatingPointError`` on such rows), ``info["trajectory"]`` ``[steps + 1, B, *D]`` with
 ``return_trajectory=True``). Each is compiled whole (``lax.scan``) and jit-able with ``score_fn``
 closed over and ``shape``, ``steps`` static. ``sample(..., sampler=name)`` dispatches by name through
 :data:`SAMPLERS`, whose :class:`Sampler` entries carry each sampler's facts (NFE, determinism, options).

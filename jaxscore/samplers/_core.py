@@ -28,7 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscore._checks import broadcast_to_data, check_example_offset, check_shape, check_steps
+from jaxscore._checks import (
+    broadcast_to_data,
+    check_example_offset,
+    check_key,
+    check_shape,
+    check_steps,
+    count_nonfinite_rows,
+)
 from jaxscore._keys import example_keys
 from jaxscore.samplers.grids import time_grid
 
@@ -108,6 +115,7 @@ def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_
     several samplers from the same noise, or from a partially noised image with ``grid`` an explicit
     array starting below T).
     """
+    check_key(key)
     check_score_fn(score_fn)
     shape = check_shape(shape)
     steps = check_steps(steps)
@@ -147,7 +155,7 @@ def finish(x, x_init, traj, ts, nfe: int, score_fn, sde, denoise: bool, return_i
         nfe += 1
     if not return_info:
         return x
-    info = {"nfe": int(nfe), "ts": ts}
+    info = {"nfe": int(nfe), "ts": ts, "nonfinite": count_nonfinite_rows(x)}
     if return_trajectory:
         info["trajectory"] = jnp.concatenate([x_init[None], traj], axis=0)
     if extra_info:
@@ -177,7 +185,8 @@ def fixed_step(*, steps: int, grid):
     denoise=False, return_info=False, return_trajectory=False, example_offset=0, x_init=None)``
 
     returning ``[B, *D]`` samples, or ``(samples, info)`` with ``return_info`` (``info["nfe"]``,
-    ``info["ts"]``, with ``return_trajectory`` ``info["trajectory"]`` ``[steps + 1, B, *D]``).
+    ``info["ts"]``, ``info["nonfinite"]`` (int32: rows of the samples holding a NaN or inf), with
+    ``return_trajectory`` ``info["trajectory"]`` ``[steps + 1, B, *D]``).
     ``steps`` and ``grid`` here are the sampler's defaults. The loop's docstring is the sampler's.
     """
 

@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxscore._checks import check_choice, check_shape, check_steps
+from jaxscore._checks import check_choice, check_key, check_shape, check_steps, format_indices, nonfinite_rows
 from jaxscore.samplers import diffrax_samplers, edm, langevin, sde_samplers, solvers
 from jaxscore.samplers.base import Sampler
 
@@ -71,7 +71,10 @@ def get_sampler(name: str) -> Sampler:
 def sample(key, score_fn, sde, shape, sampler: str = "dpmpp_2m", steps: int | None = 20, **options):
     r"""Draw ``shape = (B, *D)`` samples with the named sampler: ``get_sampler(sampler)(key, score_fn, sde,
     shape, steps=steps, **options)``. Options are the sampler's keyword arguments (``grid``, ``t_min``,
-    ``denoise``, ``return_info`` ...); unknown ones raise ``TypeError``.
+    ``denoise``, ``return_info`` ...); unknown ones raise ``TypeError``. ``key`` is one PRNG key
+    (``jax.random.key(seed)`` or a legacy ``jax.random.PRNGKey(seed)``; an int seed is a ``TypeError``).
+    With ``return_info=True``, ``info["nonfinite"]`` counts the sample rows holding a NaN or inf
+    (no error is raised here, so this stays jit-able; batched sampling raises on them).
 
     jit-able with ``score_fn``, ``sde`` closed over (or ``sde`` passed as an argument) and ``shape``,
     ``steps``, ``sampler`` static.
@@ -189,8 +192,9 @@ def _sample_batch(fn, key, offset, score_fn, sde, shape, steps, mesh, options):
     ``example_offset = offset + d * shape[0] / mesh.size`` (``jax.shard_map``; no communication).
     ``key``, ``offset`` and the arrays inside ``score_fn`` / ``sde`` (e.g. the parameters of a
     ``jax.tree_util.Partial`` score) are traced and replicated, the rest is static, so this compiles
-    once per (sampler, ``score_fn``, shape, steps, mesh, options). Returns ``[shape[0], *D]``
-    sharded over the mesh."""
+    once per (sampler, ``score_fn``, shape, steps, mesh, options). Returns ``(samples [shape[0], *D],
+    nonfinite [shape[0]] bool)``, both sharded over the mesh (``nonfinite``: the row holds a NaN or
+    inf, :func:`jaxscore._checks.nonfinite_rows`)."""
     (axis,) = mesh.axis_names
     rows = shape[0] // mesh.size
 
@@ -201,12 +205,25 @@ def _sample_batch(fn, key, offset, score_fn, sde, shape, steps, mesh, options):
     def per_device(offset, arrays):
         key, score_fn, sde = eqx.combine(arrays, static)
         device_offset = offset + jax.lax.axis_index(axis).astype(jnp.uint32) * jnp.uint32(rows)
-        return fn(key, score_fn, sde, (rows, *shape[1:]), steps=steps, example_offset=device_offset, **options)
+        x = fn(key, score_fn, sde, (rows, *shape[1:]), steps=steps, example_offset=device_offset, **options)
+        return x, nonfinite_rows(x)
 
     # check_vma=False: the samplers' scans / diffrax loops mix replicated constants into carries
     # that become per-device; nothing is reduced across devices, so there is nothing to check.
-    return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P()), out_specs=P(axis),
+    return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P()), out_specs=(P(axis), P(axis)),
                          check_vma=False)(offset, arrays)
+
+
+def _raise_if_nonfinite(sampler: str, nonfinite, indices: np.ndarray) -> None:
+    """``FloatingPointError`` naming ``sampler``, the count and the first global example indices of
+    the rows whose samples hold a NaN or inf (``nonfinite``: [n] bool, host-checked)."""
+    bad = indices[np.asarray(nonfinite)]
+    if bad.size:
+        raise FloatingPointError(
+            f"sampler {sampler!r}: {bad.size} of {indices.size} samples of this batch hold NaN or inf "
+            f"(global example indices {format_indices(bad)}); the score_fn returned non-finite values or the "
+            f"sampler diverged (check the model, the guidance scale and the sampler's options)."
+        )
 
 
 def iter_sample_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: str = "dpmpp_2m",
@@ -216,7 +233,12 @@ def iter_sample_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: 
     r"""Yield ``(samples [n_j, *D], indices [n_j])`` for this process's rows of each global batch
     (see :func:`sample_local_shard`; use this to stream batches into statistics without holding
     all samples). ``indices`` are global example indices (numpy int64); batches where this process
-    has no rows are skipped."""
+    has no rows are skipped.
+
+    Every batch is checked on the host before it is yielded (while the next one is already
+    dispatched): a sample holding a NaN or inf raises ``FloatingPointError`` naming the sampler, the
+    number of such rows and their first global indices (non-finite samples are never returned)."""
+    check_key(key)
     shape_per_batch = check_shape(shape_per_batch, name="shape_per_batch")
     check_steps(num, name="num")
     fn = get_sampler(sampler).fn  # every sampler takes example_offset (the Sampler contract)
@@ -238,9 +260,23 @@ def iter_sample_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: 
         from tqdm.auto import tqdm
 
         iterator = tqdm(rows, desc=desc or f"sampling ({sampler})", unit="batch")
+    pending = None  # the batch dispatched last, checked and yielded after the next one is dispatched
     for first, n in iterator:
-        out = _sample_batch(fn, key, jnp.asarray(first, jnp.uint32), score_fn, sde, local_shape, steps, mesh, options)
-        yield (out if n == local_shape[0] else out[:n]), np.arange(first, first + n, dtype=np.int64)
+        out, nonfinite = _sample_batch(fn, key, jnp.asarray(first, jnp.uint32), score_fn, sde, local_shape, steps,
+                                       mesh, options)
+        if pending is not None:
+            yield _checked(sampler, *pending)
+        pending = (out, nonfinite, first, n)
+    if pending is not None:
+        yield _checked(sampler, *pending)
+
+
+def _checked(sampler: str, out, nonfinite, first: int, n: int) -> tuple[jax.Array, np.ndarray]:
+    """``(samples [n, *D], indices [n])`` of one batch (its first ``n`` rows: the rest are padding),
+    after the host check of :func:`_raise_if_nonfinite`."""
+    indices = np.arange(first, first + n, dtype=np.int64)
+    _raise_if_nonfinite(sampler, np.asarray(nonfinite)[:n], indices)
+    return (out if n == out.shape[0] else out[:n]), indices
 
 
 def sample_local_shard(key, score_fn, sde, shape_per_batch, num: int, sampler: str = "dpmpp_2m",
@@ -268,6 +304,9 @@ def sample_local_shard(key, score_fn, sde, shape_per_batch, num: int, sampler: s
     ``process_index`` / ``process_count`` may also be given without ``jax.distributed`` (e.g. the
     tasks of a job array each drawing a share); every process must pass the same ``key``, ``B``,
     ``num`` and options.
+
+    Raises ``FloatingPointError`` (naming the sampler, the count and the first global indices) as
+    soon as a batch holds a sample with a NaN or inf (:func:`iter_sample_batches`).
     """
     home = _sampling_mesh(devices).devices.flat[0]  # the result lives on one device, as a one-device call's
     samples, indices = [], []
@@ -302,7 +341,9 @@ def sample_in_batches(key, score_fn, sde, shape_per_batch, num: int, sampler: st
     an analytic score: the fixed-step samplers from 2 rows per device up; the diffrax ``ode`` /
     ``sde`` differ by ~1e-6, their loops being compiled differently for a multi-device program).
     ``info`` is not returned; use :func:`sample` for it. Every process of a multi-host job that
-    calls this draws all ``num`` samples; use :func:`sample_local_shard` to split them.
+    calls this draws all ``num`` samples; use :func:`sample_local_shard` to split them. A batch
+    holding a sample with a NaN or inf raises ``FloatingPointError`` naming the sampler, the count
+    and the first global example indices (:func:`iter_sample_batches`).
 
     Compilation is cached across calls by the identity of ``score_fn``. To sample with new
     parameters without recompiling (an eval hook during training), pass the score as

@@ -46,7 +46,14 @@ import jax.numpy as jnp
 import lineax
 
 from jaxscore import _checks
-from jaxscore._checks import check_choice, check_example_offset, check_shape, check_time_interval
+from jaxscore._checks import (
+    check_choice,
+    check_example_offset,
+    check_key,
+    check_shape,
+    check_time_interval,
+    count_nonfinite_rows,
+)
 from jaxscore._keys import example_keys
 from jaxscore.samplers._core import float_dtype, prior_draw
 from jaxscore.samplers.base import Sampler, always
@@ -300,8 +307,10 @@ def ode_sampler(
       samples [B, *D], or ``(samples, info)`` when ``return_info`` or ``return_trajectory``.
       ``info``: ``nfe`` (int: batched score evaluations incl. denoising), ``nfe_per_example`` [B],
       ``num_steps`` / ``num_accepted_steps`` / ``num_rejected_steps`` [B], ``x_T`` [B, *D],
-      ``grid`` [steps + 1] (fixed steps: the step times).
+      ``grid`` [steps + 1] (fixed steps: the step times), ``nonfinite`` (int32: rows of the samples
+      holding a NaN or inf).
     """
+    check_key(key)
     shape = check_shape(shape)
     t_min = resolve_t_min(sde, t_min)
     steps = check_steps(steps)
@@ -340,6 +349,7 @@ def _ode_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, step
     if denoise:
         x = _denoise(score_fn, sde, x, t_min, info)
     info["x_T"] = x_T
+    info["nonfinite"] = count_nonfinite_rows(x)
     if ts is not None:
         info["grid"] = ts
     return x, info
@@ -390,8 +400,10 @@ def sde_sampler(
 
     Returns:
       samples [B, *D], or ``(samples, info)`` with ``nfe`` (int: batched score evaluations),
-      ``nfe_per_example``, ``num_steps`` [B], ``x_T`` [B, *D], ``grid`` [steps + 1] (in t).
+      ``nfe_per_example``, ``num_steps`` [B], ``x_T`` [B, *D], ``grid`` [steps + 1] (in t),
+      ``nonfinite`` (int32: rows of the samples holding a NaN or inf).
     """
+    check_key(key)
     shape = check_shape(shape)
     t_min = resolve_t_min(sde, t_min)
     steps = _checks.check_steps(steps)
@@ -456,6 +468,7 @@ def _sde_sampler_impl(key, example_offset, score_fn, sde, shape, *, solver, step
     info = {**stats_info(solver, stats, adaptive=False), "x_T": y0, "grid": ts}
     if denoise:
         x = _denoise(score_fn, sde, x, t_min, info)
+    info["nonfinite"] = count_nonfinite_rows(x)
     if return_trajectory:
         info["trajectory"] = jnp.swapaxes(ys, 0, 1)
         info["ts"] = t_save

@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxscore._checks import check_nonnegative
 from jaxscore.samplers import _core
 from jaxscore.samplers._core import Start, call_score, fixed_step, tvec
 from jaxscore.samplers.base import Sampler, always
@@ -78,6 +79,8 @@ def edm_stochastic(score_fn, sde, start: Start, *, S_churn: float = 40.0, S_min:
     [t_min, T]. ``S_min``, ``S_max`` are in :math:`\tilde\sigma` units. NFE = 2 steps (-1 with
     ``lower_order_final``) (+1 with ``denoise``).
     """
+    check_nonnegative("S_churn", S_churn, why=" (0 = no churn, EDM Alg. 2)")
+    check_nonnegative("S_noise", S_noise, why=" (the scale of the churn noise)")
     ts, steps = start.ts, start.steps
     alpha, _ = sde.marginal_coefs(ts)
     sig = sde.sigma_ratio(ts)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxscore._checks import check_choice, check_steps
+from jaxscore._checks import check_choice, check_nonnegative, check_positive, check_steps
 from jaxscore.samplers import _core
 from jaxscore.samplers._core import Start, bcast, call_score, fixed_step
 from jaxscore.samplers.base import Sampler
@@ -83,6 +83,7 @@ def pc(score_fn, sde, start: Start, *, predictor: str = "reverse_diffusion", snr
     """
     check_choice("step_size", step_size, STEP_SIZE_RULES)
     check_choice("predictor", predictor, tuple(PREDICTORS))
+    check_nonnegative("snr", snr, why=" (the Langevin corrector's signal-to-noise ratio; 0 = no correction)")
     corrector_steps = check_steps(corrector_steps, minimum=0, name="corrector_steps")
     if predictor == "none" and corrector_steps == 0:
         raise ValueError("pc: predictor='none' with corrector_steps=0 would not move the samples.")
@@ -138,6 +139,7 @@ def annealed_langevin(score_fn, sde, start: Start, *, n_steps_each: int = 100, s
             f"(or depends on traced parameters). Use pc(..., predictor='none') for VP / sub-VP SDEs."
         )
     n_steps_each = check_steps(n_steps_each, name="n_steps_each")
+    check_positive("step_lr", step_lr, why=" (the Langevin step size at the last noise level)")
     ts, steps, keys = start.ts, start.steps, start.keys
     _, sigma_last = sde.marginal_coefs(ts[-1])
     data_shape = start.shape[1:]

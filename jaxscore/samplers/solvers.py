@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxscore._checks import check_choice
+from jaxscore._checks import check_choice, check_nonnegative
 from jaxscore.samplers import _core
 from jaxscore.samplers._core import Start, call_score, fixed_step
 from jaxscore.samplers.base import Sampler, always
@@ -40,7 +40,9 @@ HISTORY = 3  # number of stored x0-predictions (enough for third order + UniC)
 def ddim(score_fn, sde, start: Start, *, eta: float = 0.0, final_noise: bool = False):
     r"""DDIM (see :func:`jaxscore.samplers.sde_samplers.ddim_step`): ``eta = 0`` is deterministic and
     equals first-order DPM-Solver(++) on the probability-flow ODE; ``eta = 1`` is ancestral (DDPM).
+    ``eta`` must be >= 0 (it scales a standard deviation).
     """
+    check_nonnegative("eta", eta, why=" (0 = deterministic DDIM, 1 = DDPM ancestral)")
     return ddim_loop(score_fn, sde, start, eta, final_noise)
 
 
