@@ -49,7 +49,14 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxscore._checks import broadcast_to_data, check_batch
+from jaxscore._checks import (
+    broadcast_to_data,
+    check_batch,
+    check_broadcasts_to,
+    check_finite_number,
+    check_nonnegative,
+    check_positive,
+)
 from jaxscore._keys import example_keys
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -111,8 +118,9 @@ def classifier_free(score_fn_labels: LabeledScoreFn, labels, *, null_label: int,
     ``score_fn_labels(x, t, labels)`` is one network trained with label dropout (the bundled
     models take ``labels=`` and use ``num_classes`` as the null label). Both terms come from one
     call on the doubled batch ``[x; x]`` with labels ``[y; null]`` (one network launch, as in
-    Ho & Salimans). ``labels``: scalar or [B] ints.
+    Ho & Salimans). ``labels``: scalar or [B] ints. ``scale`` must be finite.
     """
+    check_finite_number("scale", scale)
 
     def score_fn(x, t):
         x, t = check_batch(x, t)
@@ -137,8 +145,9 @@ def classifier_guidance(score_fn: ScoreFn, log_likelihood_fn: Callable[[jax.Arra
 
     ``log_likelihood_fn(x, t) -> [B]`` is :math:`\log p_t(y \mid x)` of each example for the
     wanted class (e.g. a noise-conditional classifier's log-softmax at ``y``); its gradient is
-    taken per example.
+    taken per example. ``scale`` must be finite.
     """
+    check_finite_number("scale", scale)
 
     def guided(x, t):
         x, t = check_batch(x, t)
@@ -157,10 +166,19 @@ def classifier_guidance(score_fn: ScoreFn, log_likelihood_fn: Callable[[jax.Arra
 # --- linear inverse problems ----------------------------------------------------------------
 
 def mask_operator(mask) -> tuple[LinearOp, jax.Array]:
-    """Inpainting: ``A x = mask * x`` (``mask`` broadcastable to one example, 1 = observed).
-    Returns ``(forward, aat)`` with ``aat = mask**2`` (:math:`AA^\\top` is diagonal)."""
+    """Inpainting: ``A x = mask * x`` (``mask`` broadcastable to one example, e.g. ``[H, W, 1]`` for
+    ``[B, H, W, C]`` images, or to the batch ``[B, *D]``; 1 = observed). Returns ``(forward, aat)``
+    with ``aat = mask**2`` (:math:`AA^\\top` is diagonal). ``forward(x)`` raises ``ValueError`` at trace
+    time when ``mask`` does not broadcast to ``x``'s shape (a mask made for other data)."""
     mask = jnp.asarray(mask, jnp.float32)
-    return (lambda x: x * mask.astype(x.dtype)), mask**2
+
+    def forward(x):
+        check_broadcasts_to("mask", mask.shape, x.shape,
+                            hint=" (the data's shape [B, *D]; a mask of one example's shape, e.g. [H, W, 1] for "
+                                 "[B, H, W, C] images, broadcasts)")
+        return x * mask.astype(x.dtype)
+
+    return forward, mask**2
 
 
 def grayscale_operator(channels: int = 3) -> tuple[LinearOp, float]:
@@ -195,7 +213,11 @@ def _check_observation(forward: LinearOp, x: jax.Array, y: jax.Array) -> jax.Arr
 
 def _linear_posterior_score(score_fn: ScoreFn, sde, forward: LinearOp, y, scale: float, likelihood_cov) -> ScoreFn:
     r""":math:`s + \gamma\,(\partial \hat x_0/\partial x_t)^\top A^\top C_t^{-1}(y - A\hat x_0)` with the
-    diagonal :math:`C_t` = ``likelihood_cov(alpha, sigma, A x0_hat)`` (broadcastable to ``y``)."""
+    diagonal :math:`C_t` = ``likelihood_cov(alpha, sigma, A x0_hat)`` (broadcastable to ``y``).
+
+    An entry with :math:`(C_t)_{ii} = 0` contributes 0: with ΠGDM's ``noise_std = 0`` that is an
+    entry with :math:`(AA^\top)_{ii} = 0`, a zero row of :math:`A` (an unobserved pixel of a mask),
+    which :math:`A^\top` maps to 0 anyway (dividing would give 0/0 = NaN there)."""
 
     def guided(x, t):
         x, t = check_batch(x, t)
@@ -203,7 +225,8 @@ def _linear_posterior_score(score_fn: ScoreFn, sde, forward: LinearOp, y, scale:
         alpha, sigma = sde.marginal_coefs(t)
         x0, vjp_denoiser, score = jax.vjp(_denoiser(score_fn, sde, t), x, has_aux=True)
         ax0, vjp_forward = jax.vjp(forward, x0)
-        (g0,) = vjp_forward((yy - ax0) / likelihood_cov(alpha, sigma, ax0))
+        cov = likelihood_cov(alpha, sigma, ax0)
+        (g0,) = vjp_forward(jnp.where(cov > 0, (yy - ax0) / jnp.where(cov > 0, cov, 1.0), 0.0))
         (g,) = vjp_denoiser(g0)
         return score + scale * g
 
@@ -215,14 +238,22 @@ def pigdm(score_fn: ScoreFn, sde, forward: LinearOp, y, *, noise_std: float, aat
     r"""ΠGDM posterior score for :math:`y = A x_0 + N(0, \sigma_y^2 I)` (see the module docstring).
 
     ``forward``: ``x [B, *D] -> A x [B, *M]`` (linear, per example); ``y``: [B, *M];
-    ``noise_std``: :math:`\sigma_y` (> 0, or 0 with ``t > 0`` keeping the covariance positive);
+    ``noise_std``: :math:`\sigma_y` (>= 0; 0 is the noiseless limit, defined for ``t > 0`` where
+    :math:`r_t^2 > 0`, masks included);
     ``aat``: the diagonal of :math:`AA^\top`, broadcastable to ``y`` (``mask_operator`` and
     ``grayscale_operator`` return it); ``data_var``: :math:`v`, the prior variance per
     dimension in :math:`r_t^2` (1 for data scaled to unit variance, ~0.25 for images in [-1, 1]);
     ``scale``: a multiplier on the likelihood term (1 = the ΠGDM posterior).
+    Refused: ``noise_std < 0``, ``data_var <= 0``, a non-finite ``scale``, and (at trace time) an
+    ``aat`` that does not broadcast to ``A x``'s shape.
     """
+    check_nonnegative("noise_std", noise_std, why=" (sigma_y, the observation noise's standard deviation)")
+    check_positive("data_var", data_var, why=" (the prior variance per dimension in r_t^2)")
+    check_finite_number("scale", scale)
 
     def likelihood_cov(alpha, sigma, ax0):  # sigma_y^2 + r_t^2 diag(A A^T)
+        check_broadcasts_to("aat", jnp.shape(aat), ax0.shape,
+                            hint=" (A x's shape; aat is the diagonal of A A^T, e.g. the mask_operator's for this data)")
         r2 = data_var * sigma**2 / (alpha**2 * data_var + sigma**2)
         return noise_std**2 + broadcast_to_data(r2, ax0) * jnp.asarray(aat, ax0.dtype)
 
@@ -231,9 +262,10 @@ def pigdm(score_fn: ScoreFn, sde, forward: LinearOp, y, *, noise_std: float, aat
 
 def dps(score_fn: ScoreFn, sde, forward: LinearOp, y, *, noise_std: float, scale: float = 1.0) -> ScoreFn:
     r"""DPS posterior score :math:`s - \tfrac{\gamma}{2\sigma_y^2}\nabla_{x_t}\|y - A\hat x_0(x_t)\|^2`
-    (see the module docstring). ``forward`` may be any differentiable per-example map."""
-    if noise_std <= 0:
-        raise ValueError(f"noise_std: expected > 0 (DPS divides by sigma_y^2), got {noise_std}.")
+    (see the module docstring). ``forward`` may be any differentiable per-example map.
+    ``noise_std`` must be > 0 and ``scale`` finite."""
+    check_positive("noise_std", noise_std, why=" (DPS divides by sigma_y^2)")
+    check_finite_number("scale", scale)
     return _linear_posterior_score(score_fn, sde, forward, y, scale, lambda alpha, sigma, ax0: noise_std**2)
 
 

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscore._checks import check_float_array, is_concrete
+from jaxscore._checks import check_finite_rows, check_float_array, check_key, is_concrete
 from jaxscore._keys import example_keys
 from jaxscore.divergence import sample_probes, value_and_exact_divergence, value_and_hutchinson_divergence
 from jaxscore.samplers.diffrax_samplers import (
@@ -115,8 +115,13 @@ def log_likelihood(
 
     Returns:
       log-likelihood [B] (nats), or ``(logp, info)``.
+
+    Raises ``ValueError`` naming the rows when a concrete ``x`` holds a NaN or inf (before any
+    solve: such a row would otherwise run the adaptive solver to ``max_steps``); under ``jit`` the
+    same check is an ``equinox.error_if`` raised when the compiled function runs.
     """
-    x = check_float_array("x", x, min_ndim=2)
+    check_key(key)
+    x = check_finite_rows("x", check_float_array("x", x, min_ndim=2))
     _check_choice("divergence", divergence, DIVERGENCES)
     _check_choice("probe", probe, PROBES)
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
@@ -233,7 +238,10 @@ def bits_per_dim(
 
     Returns:
       bpd [B].
+
+    Non-finite float input raises ``ValueError`` naming the rows (see :func:`log_likelihood`).
     """
+    check_key(key)
     if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
         raise ValueError(f"num_bins: expected an int >= 2, got {num_bins!r}.")
     x = jnp.asarray(x)
@@ -267,7 +275,7 @@ def bits_per_dim(
         u = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], jnp.float32))(example_keys(k_deq, batch))
         x_cont = lo + (hi - lo) * (x.astype(jnp.float32) + u) / num_bins
     else:
-        x_cont = _check_values(x, lo, hi, "x (dequantised floats)")
+        x_cont = _check_values(check_finite_rows("x", x), lo, hi, "x (dequantised floats)")
     log_delta = math.log((hi - lo) / num_bins)
     logp, info = log_likelihood(k_ll, score_fn, sde, x_cont, return_info=True, **likelihood_kwargs)
     bpd = -(logp + d * log_delta) / (d * math.log(2.0))
@@ -296,7 +304,10 @@ def _check_values(x, lo, hi, name):
                 f"{name}: expected values in [{lo}, {hi}], got min {arr.min()}, max {arr.max()}."
             )
         return x
-    return eqx.error_if(x, jnp.any((x < lo) | (x > hi)), f"{name}: values outside [{lo}, {hi}].")
+    outside = (x < lo) | (x > hi)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        outside = outside | ~jnp.isfinite(x)  # a NaN compares False with both bounds
+    return eqx.error_if(x, jnp.any(outside), f"{name}: values outside [{lo}, {hi}] (or not finite).")
 
 
 def encode(
@@ -318,8 +329,9 @@ def encode(
 
     Useful for latent interpolation: encode two images, interpolate z (e.g. spherically),
     decode. ``info`` (with ``return_info``) as :func:`jaxscore.samplers.diffrax_samplers.probability_flow_solve`.
+    Non-finite rows of ``x`` raise ``ValueError`` (see :func:`log_likelihood`).
     """
-    x = check_float_array("x", x, min_ndim=2)
+    x = check_finite_rows("x", check_float_array("x", x, min_ndim=2))
     t_min = resolve_t_min(sde, t_min)
     steps = check_steps(steps)
     make_solver(solver, adaptive=steps is None)
@@ -343,8 +355,9 @@ def decode(
     return_info: bool = False,
 ):
     r"""Data :math:`x(t_{min})` from a latent ``z = x(T)``: the probability-flow ODE solved from
-    T down to ``t_min`` (deterministic; the inverse of :func:`encode`). z: [B, *D] -> [B, *D]."""
-    z = check_float_array("z", z, min_ndim=2)
+    T down to ``t_min`` (deterministic; the inverse of :func:`encode`). z: [B, *D] -> [B, *D].
+    Non-finite rows of ``z`` raise ``ValueError`` (see :func:`log_likelihood`)."""
+    z = check_finite_rows("z", check_float_array("z", z, min_ndim=2))
     t_min = resolve_t_min(sde, t_min)
     steps = check_steps(steps)
     make_solver(solver, adaptive=steps is None)

@@ -230,3 +230,65 @@ def test_drop_labels_rate_and_null():
                                   np.asarray(labels))
     with pytest.raises(ValueError, match="rate"):
         guidance.drop_labels(jax.random.PRNGKey(0), labels, rate=1.0, null_label=10)
+
+
+# --- bad values and shapes at trace time (issue 11) ----------------------------------------------
+
+def test_noise_std_scale_and_data_var_checked():
+    """pigdm: noise_std >= 0 (0 allowed: the r_t^2 term keeps the covariance positive for t > 0),
+    data_var > 0; dps: noise_std > 0; every guide: a finite scale. All at construction."""
+    sde = VPSDE()
+    prior = gaussian(np.zeros(2), np.eye(2))
+    forward, aat = guidance.mask_operator(np.array([1.0, 0.0]))
+    y = np.zeros((4, 2), np.float32)
+    sf = prior.score_fn(sde)
+    with pytest.raises(ValueError, match=r"^noise_std: expected a finite number >= 0 .*got -0.1"):
+        guidance.pigdm(sf, sde, forward, y, noise_std=-0.1, aat=aat)
+    with pytest.raises(ValueError, match=r"^noise_std: expected a finite number >= 0 .*got nan"):
+        guidance.pigdm(sf, sde, forward, y, noise_std=float("nan"), aat=aat)
+    with pytest.raises(ValueError, match=r"^data_var: expected a finite number > 0 .*got 0.0"):
+        guidance.pigdm(sf, sde, forward, y, noise_std=0.1, aat=aat, data_var=0.0)
+    with pytest.raises(ValueError, match=r"^noise_std: expected a finite number > 0 \(DPS divides by sigma_y\^2\), got -0.1"):
+        guidance.dps(sf, sde, forward, y, noise_std=-0.1)
+    with pytest.raises(ValueError, match=r"^noise_std: expected a finite number > 0 .*got nan"):
+        guidance.dps(sf, sde, forward, y, noise_std=float("nan"))
+    score, _ = _labeled_score(RING, sde)
+    for make in (lambda s: guidance.pigdm(sf, sde, forward, y, noise_std=0.1, aat=aat, scale=s),
+                 lambda s: guidance.dps(sf, sde, forward, y, noise_std=0.1, scale=s),
+                 lambda s: guidance.classifier_free(score, 0, null_label=RING.num_components, scale=s),
+                 lambda s: guidance.classifier_guidance(sf, lambda x, t: jnp.zeros(x.shape[:1]), scale=s)):
+        with pytest.raises(ValueError, match=r"^scale: expected a finite number, got nan"):
+            make(float("nan"))
+        with pytest.raises(ValueError, match=r"^scale: expected a finite number, got inf"):
+            make(float("inf"))
+    # noise_std = 0 is ΠGDM's noiseless limit, also with a mask (today: NaN, 0/0 on the unobserved
+    # entries, where A A^T = 0): the limit of noise_std -> 0
+    x, t = jnp.ones((4, 2)), jnp.full((4,), 0.5)
+    noiseless = np.asarray(guidance.pigdm(sf, sde, forward, y, noise_std=0.0, aat=aat)(x, t))
+    near = np.asarray(guidance.pigdm(sf, sde, forward, y, noise_std=1e-5, aat=aat)(x, t))
+    assert np.all(np.isfinite(noiseless))
+    np.testing.assert_allclose(noiseless, near, rtol=1e-4, atol=1e-5)
+
+
+def test_mask_of_other_data_refused_at_trace_time():
+    """A mask made for other data is a ValueError naming both shapes (today: jnp's "Incompatible
+    shapes for broadcasting: shapes=[(2, 4, 4, 3), (8, 8, 1)]", naming no argument)."""
+    sde = VPSDE()
+    prior = gaussian(np.zeros(48), np.eye(48))
+    sf48 = lambda x, t: prior.score_fn(sde)(x.reshape(x.shape[0], -1), t).reshape(x.shape)  # noqa: E731
+    x, t = jnp.zeros((2, 4, 4, 3)), jnp.full((2,), 0.5)
+    forward, aat = guidance.mask_operator(np.ones((8, 8, 1)))  # a mask for 8x8 images
+    pattern = r"^mask: expected a shape that broadcasts to \(2, 4, 4, 3\) .*got \(8, 8, 1\)"
+    with pytest.raises(ValueError, match=pattern):
+        jax.eval_shape(forward, x)
+    with pytest.raises(ValueError, match=pattern):
+        jax.eval_shape(guidance.pigdm(sf48, sde, forward, np.zeros((2, 4, 4, 3)), noise_std=0.1, aat=aat), x, t)
+    with pytest.raises(ValueError, match=pattern):
+        jax.eval_shape(guidance.dps(sf48, sde, forward, np.zeros((2, 4, 4, 3)), noise_std=0.1), x, t)
+    # the shapes that fit: one example's [H, W, 1], a whole per-example batch [B, H, W, C]
+    for good in (np.ones((4, 4, 1)), np.ones((2, 4, 4, 3))):
+        assert jax.eval_shape(guidance.mask_operator(good)[0], x).shape == x.shape
+    # pigdm's aat (the diagonal of A A^T) must fit A x as well
+    fwd_ok, _ = guidance.mask_operator(np.ones((4, 4, 1)))
+    with pytest.raises(ValueError, match=r"^aat: expected a shape that broadcasts to \(2, 4, 4, 3\) .*got \(8, 8, 1\)"):
+        jax.eval_shape(guidance.pigdm(sf48, sde, fwd_ok, np.zeros((2, 4, 4, 3)), noise_std=0.1, aat=aat), x, t)

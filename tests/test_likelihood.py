@@ -217,3 +217,49 @@ def test_bits_per_dim_range_check_under_jit(ring):
     run = jax.jit(lambda x: bits_per_dim(KEY, sf, sde, x, data_range=(-1.0, 1.0), dequantize=False))
     with pytest.raises(Exception, match="outside"):
         jax.block_until_ready(run(x))
+
+
+# --- non-finite input and keys (issue 11): refused before any solve, naming the rows ------------
+
+def _counting_score(calls):
+    def score(x, t):
+        calls.append(1)  # runs when traced: no call means no solve was built
+        return -x
+    return score
+
+
+def test_nonfinite_rows_rejected_up_front():
+    """A NaN or inf row is a ValueError naming the rows before any solve (today: the adaptive solve
+    of that row runs to max_steps, ~10 s, and reports "maximum number of solver steps")."""
+    sde, calls = VPSDE(), []
+    x = np.ones((5, 2), np.float32)
+    x[1, 0], x[3, 1] = np.nan, -np.inf
+    pattern = r"^x: expected finite values, got NaN or inf in 2 of 5 rows \(rows 1, 3\)\.$"
+    with pytest.raises(ValueError, match=pattern):
+        log_likelihood(KEY, _counting_score(calls), sde, jnp.asarray(x))
+    with pytest.raises(ValueError, match=pattern):
+        bits_per_dim(KEY, _counting_score(calls), sde, x * 0.5, data_range=(-1.0, 1.0), dequantize=False)
+    with pytest.raises(ValueError, match=pattern):
+        encode(_counting_score(calls), sde, x)
+    with pytest.raises(ValueError, match=pattern.replace("x:", "z:")):
+        decode(_counting_score(calls), sde, x)
+    assert calls == []
+
+
+def test_nonfinite_rows_rejected_under_jit():
+    """Traced input: the same check as an equinox.error_if, raised when the compiled call runs."""
+    sde = VPSDE()
+    run = jax.jit(lambda x: log_likelihood(KEY, lambda x, t: -x, sde, x, solver="euler", steps=2))
+    x = jnp.ones((3, 2)).at[2, 1].set(jnp.nan)
+    with pytest.raises(Exception, match="x: expected finite values, got NaN or inf in some rows"):
+        jax.block_until_ready(run(x))
+    assert np.all(np.isfinite(np.asarray(run(jnp.ones((3, 2))))))  # finite input still runs
+
+
+def test_likelihood_key_must_be_a_prng_key():
+    sde = VPSDE()
+    x = jnp.zeros((2, 2))
+    with pytest.raises(TypeError, match=r"^key: expected a PRNG key.*pass jax\.random\.key\(0\)"):
+        log_likelihood(0, lambda x, t: -x, sde, x)
+    with pytest.raises(TypeError, match=r"^key: expected a PRNG key.*pass jax\.random\.key\(0\)"):
+        bits_per_dim(0, lambda x, t: -x, sde, np.zeros((2, 2), np.uint8))
