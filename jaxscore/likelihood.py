@@ -49,6 +49,7 @@ from jaxscore.samplers.diffrax_samplers import (
     default_adjoint,
     make_solver,
     probability_flow_solve,
+    raise_if_unfinished,
     resolve_t_min,
     stats_info,
     step_controller,
@@ -172,12 +173,14 @@ def _log_likelihood_impl(key, score_fn, sde, x, *, divergence, probe, num_probes
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf), solver_obj, t0, t1, dt0, (x_i, jnp.zeros((), dtype)),
             stepsize_controller=controller, max_steps=max_steps if adaptive else steps,
-            saveat=diffrax.SaveAt(t1=True), adjoint=default_adjoint(adjoint),
+            saveat=diffrax.SaveAt(t1=True), adjoint=default_adjoint(adjoint), throw=not adaptive,
         )
         z, delta = sol.ys
-        return z[-1], delta[-1], sol.stats
+        return z[-1], delta[-1], sol.stats, sol.result
 
-    z, delta, stats = jax.vmap(solve_one)(x, example_keys(key, x.shape[0]))
+    z, delta, stats, results = jax.vmap(solve_one)(x, example_keys(key, x.shape[0]))
+    if adaptive:
+        z, delta = raise_if_unfinished((z, delta), results, "log_likelihood", max_steps)
     if prior_log_prob is None:
         prior_logp = sde.prior_log_prob(z)
     else:

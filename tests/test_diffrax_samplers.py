@@ -371,3 +371,25 @@ def test_grid_arguments_checked(setup):
         ode_sampler(key, sf, sde, (4, 2), steps=4, solver="euler", grid=jnp.linspace(1.0, 0.1, 4))  # 3 steps
     with pytest.raises(ValueError, match="return_trajectory"):
         sde_sampler(key, sf, sde, (4, 2), steps=4, return_trajectory=1)
+
+
+# --- adaptive solves that cannot finish say why (issue 11) ----------------------------------------
+
+def test_adaptive_ode_that_cannot_finish_names_the_likely_cause(setup):
+    """A score_fn returning NaN on some rows makes their adaptive solves reject every step; the error
+    names the solve, max_steps and the NaN cause (diffrax alone: "The maximum number of solver steps
+    was reached. Try increasing `max_steps`."). A finite score that merely needs more steps gets the
+    same message, since the solver cannot tell them apart."""
+    sde, _, sf = setup
+    key = jax.random.key(0)
+    broken = lambda x, t: jnp.where(x[:, :1] > 1.0, jnp.nan, sf(x, t))  # noqa: E731
+    pattern = (r"probability-flow ODE: the adaptive solve of some rows did not reach its end time within "
+               r"max_steps=32 steps\. A score_fn returning NaN or inf does this")
+    with pytest.raises(Exception, match=pattern):
+        jax.block_until_ready(ode_sampler(key, broken, sde, (8, 2), max_steps=32))
+    with pytest.raises(Exception, match=pattern.replace("32", "2")):
+        jax.block_until_ready(ode_sampler(key, sf, sde, (8, 2), max_steps=2, rtol=1e-7, atol=1e-7))
+    # fixed steps do not fail: the NaN rows are counted in info instead
+    x, info = ode_sampler(key, broken, sde, (8, 2), steps=4, return_info=True)
+    bad = np.flatnonzero(~np.all(np.isfinite(np.asarray(x)), axis=-1))
+    assert 0 < bad.size < 8 and int(info["nonfinite"]) == bad.size

@@ -263,3 +263,15 @@ def test_likelihood_key_must_be_a_prng_key():
         log_likelihood(0, lambda x, t: -x, sde, x)
     with pytest.raises(TypeError, match=r"^key: expected a PRNG key.*pass jax\.random\.key\(0\)"):
         bits_per_dim(0, lambda x, t: -x, sde, np.zeros((2, 2), np.uint8))
+
+
+def test_likelihood_solve_that_cannot_finish_names_the_likely_cause():
+    """Finite input, a score_fn returning NaN: the adaptive solve rejects every step; the error
+    names log_likelihood, max_steps and the NaN cause instead of diffrax's bare "maximum number of
+    solver steps was reached"."""
+    sde = VPSDE()
+    broken = lambda x, t: jnp.where(x[:, :1] > 0.5, jnp.nan, -x)  # noqa: E731
+    x = jnp.asarray([[1.0, 0.0], [-1.0, 0.0]])
+    with pytest.raises(Exception, match=r"log_likelihood: the adaptive solve of some rows did not reach its end "
+                                         r"time within max_steps=16 steps\. A score_fn returning NaN or inf"):
+        jax.block_until_ready(log_likelihood(KEY, broken, sde, x, max_steps=16))

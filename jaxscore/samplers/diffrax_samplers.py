@@ -115,6 +115,22 @@ def step_controller(t0, t1, *, steps: int | None, rtol: float, atol: float, ts: 
     return diffrax.StepTo(ts=ts), None
 
 
+def unfinished_solve_message(what: str, max_steps: int) -> str:
+    """The error of an adaptive solve that did not reach its end time (see :func:`raise_if_unfinished`)."""
+    return (f"{what}: the adaptive solve of some rows did not reach its end time within max_steps={max_steps} steps. "
+            f"A score_fn returning NaN or inf does this (a NaN error estimate rejects every step); otherwise raise "
+            f"max_steps, loosen rtol/atol or give fixed steps.")
+
+
+def raise_if_unfinished(tree, results, what: str, max_steps: int):
+    """``tree`` unchanged, with an ``equinox.error_if`` raising :func:`unfinished_solve_message` when
+    any of the vmapped solves' ``results`` (``sol.result``, batched) is not successful. Adaptive
+    solves run with ``throw=False`` and this check instead of diffrax's generic "maximum number of
+    solver steps was reached"."""
+    failed = jnp.any(results != diffrax.RESULTS.successful)
+    return eqx.error_if(tree, failed, unfinished_solve_message(what, max_steps))
+
+
 def nfe_from_stats(solver: str, num_steps: jax.Array, *, adaptive: bool) -> jax.Array:
     """Vector-field evaluations of one solve from diffrax's ``stats["num_steps"]``."""
     _, per_step, first = _SOLVER_TABLE[solver]
@@ -212,11 +228,13 @@ def probability_flow_solve(
     def solve_one(y0):
         sol = diffrax.diffeqsolve(
             term, solver_obj, t0, t1, dt0, y0, stepsize_controller=controller, saveat=saveat,
-            max_steps=max_steps if adaptive else steps, adjoint=default_adjoint(adjoint),
+            max_steps=max_steps if adaptive else steps, adjoint=default_adjoint(adjoint), throw=not adaptive,
         )
-        return sol.ys, sol.stats
+        return sol.ys, sol.stats, sol.result
 
-    ys, stats = jax.vmap(solve_one)(x)
+    ys, stats, results = jax.vmap(solve_one)(x)
+    if adaptive:
+        ys = raise_if_unfinished(ys, results, "probability-flow ODE", max_steps)
     info = stats_info(solver, stats, adaptive=adaptive)
     if save_ts is not None:
         info["trajectory"] = jnp.swapaxes(ys, 0, 1)
