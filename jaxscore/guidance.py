@@ -54,6 +54,7 @@ from jaxscore._checks import (
     check_batch,
     check_broadcasts_to,
     check_finite_number,
+    check_key,
     check_nonnegative,
     check_positive,
 )
@@ -284,6 +285,7 @@ def sdedit(key, score_fn: ScoreFn, sde, x_guide, t_start: float, *, sampler: str
     from jaxscore.samplers import get_sampler
     from jaxscore.samplers.grids import time_grid
 
+    check_key(key)
     x_guide = jnp.asarray(x_guide)
     if x_guide.ndim < 2 or not jnp.issubdtype(x_guide.dtype, jnp.floating):
         raise ValueError(f"x_guide: expected a float array [B, *D], got {x_guide.dtype} {x_guide.shape}.")

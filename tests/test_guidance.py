@@ -216,6 +216,8 @@ def test_guidance_input_errors():
         guidance.classifier_free(score, jnp.zeros((3,), jnp.int32), null_label=8, scale=2.0)(x, t)
     with pytest.raises(ValueError, match="t_start"):
         guidance.sdedit(jax.random.PRNGKey(0), prior.score_fn(sde), sde, x, 1.5)
+    with pytest.raises(TypeError, match=r"^key: expected a PRNG key.*pass jax\.random\.key\(0\)"):
+        guidance.sdedit(0, prior.score_fn(sde), sde, x, 0.5)
     with pytest.raises(ValueError, match="3 channels"):
         guidance.grayscale_operator(3)[0](jnp.zeros((1, 2, 2, 4)))
 
@@ -248,7 +250,8 @@ def test_noise_std_scale_and_data_var_checked():
         guidance.pigdm(sf, sde, forward, y, noise_std=float("nan"), aat=aat)
     with pytest.raises(ValueError, match=r"^data_var: expected a finite number > 0 .*got 0.0"):
         guidance.pigdm(sf, sde, forward, y, noise_std=0.1, aat=aat, data_var=0.0)
-    with pytest.raises(ValueError, match=r"^noise_std: expected a finite number > 0 \(DPS divides by sigma_y\^2\), got -0.1"):
+    with pytest.raises(ValueError, match=r"^noise_std: expected a finite number > 0 \(DPS divides by sigma_y\^2\), "
+                                         r"got -0.1"):
         guidance.dps(sf, sde, forward, y, noise_std=-0.1)
     with pytest.raises(ValueError, match=r"^noise_std: expected a finite number > 0 .*got nan"):
         guidance.dps(sf, sde, forward, y, noise_std=float("nan"))
