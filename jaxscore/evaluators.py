@@ -236,6 +236,22 @@ class SampleQuality:
         return out
 
 
+def warn_on_nonfinite_samples(evaluator):
+    """Wrap an evaluator so that samples holding NaN / inf (batched sampling raises
+    ``FloatingPointError``) are logged as ``nonfinite_samples = 1`` with a warning line instead of
+    ending the training run at a periodic evaluation."""
+    def call(state, step):
+        try:
+            return evaluator(state, step)
+        except FloatingPointError as err:
+            if jax.process_index() == 0:
+                print(f"warning: step {step}: {evaluator.name}: {err}", flush=True)
+            return {"nonfinite_samples": 1.0}
+
+    call.name, call.every = evaluator.name, getattr(evaluator, "every", None)
+    return call
+
+
 def build_evaluators(run: Run) -> list:
     """The evaluators ``run.config`` asks for, in the order they run at each evaluation: held-out
     loss; bits/dim (images, ``eval.bits_per_dim``); sample quality (images, ``eval.fid_every > 0``,
@@ -244,6 +260,6 @@ def build_evaluators(run: Run) -> list:
     if run.data["image"] and bool(run.config.eval.get("bits_per_dim", False)):
         evaluators.append(BitsPerDim(run))
     if run.data["image"] and int(run.config.eval.get("fid_every", 0) or 0) > 0:
-        evaluators.append(SampleQuality(run))
-    evaluators.append(Report(run))
+        evaluators.append(warn_on_nonfinite_samples(SampleQuality(run)))
+    evaluators.append(warn_on_nonfinite_samples(Report(run)))
     return evaluators

@@ -160,3 +160,18 @@ def test_partial_scores_with_array_leaves_sample_like_closures():
     sharded = sample_in_batches(KEY, scaled, SDE, (16, *SHAPE), 24, "dpmpp_2m", 3, progress=False)
     np.testing.assert_allclose(np.asarray(sharded), np.asarray(sample(KEY, base, SDE, (24, *SHAPE), "dpmpp_2m", steps=3)),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_nonfinite_samples_at_a_periodic_evaluation_warn_instead_of_ending_the_run(capsys):
+    from jaxscore.evaluators import warn_on_nonfinite_samples
+
+    class Diverged:
+        name, every = "report", 5
+
+        def __call__(self, state, step):
+            raise FloatingPointError("sampler 'dpmpp_2m': 3 of 8 samples of this batch hold NaN or inf")
+
+    wrapped = warn_on_nonfinite_samples(Diverged())
+    assert (wrapped.name, wrapped.every) == ("report", 5)
+    assert wrapped(None, 10) == {"nonfinite_samples": 1.0}
+    assert "warning: step 10: report: sampler 'dpmpp_2m': 3 of 8" in capsys.readouterr().out
