@@ -14,7 +14,7 @@ import numpy as np
 from jaxscore import viz
 from jaxscore.data import images as image_data
 from jaxscore.experiment import (class_score_fn, is_conditional, load_data, load_for_inference, load_run,
-                                 model_score_fn)
+                                 load_run_config, model_score_fn)
 from jaxscore.samplers import sample_in_batches
 
 
@@ -169,8 +169,8 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
     from jaxscore.evaluation.streaming import sample_quality, stats_of_samples
     from jaxscore.train import maybe_initialize_distributed
 
+    maybe_initialize_distributed(load_run_config(workdir))  # before anything touches devices
     config, model, params, sde, shape, step = load_run(workdir)
-    maybe_initialize_distributed(config)
     metrics = tuple(metrics)
     quality = tuple(m for m in metrics if m != "bpd")
     num = int(num or config.eval.fid_num)

@@ -209,17 +209,22 @@ def _report_if_missing(evaluators, result, workdir: str) -> None:
 
 # --- inference from a workdir --------------------------------------------------------------
 
-def load_run(workdir: str):
-    """``(config, model, EMA params, sde, data shape, step)`` of the latest checkpoint in ``workdir``."""
+def load_run_config(workdir: str):
+    """The config a run in ``workdir`` was trained with (its ``config.json``)."""
     from ml_collections import ConfigDict
-
-    from jaxscore.train import restore_params
 
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no config.json; is {workdir!r} a jaxscore run directory?")
     with open(path) as f:
-        config = ConfigDict(json.load(f))
+        return ConfigDict(json.load(f))
+
+
+def load_run(workdir: str):
+    """``(config, model, EMA params, sde, data shape, step)`` of the latest checkpoint in ``workdir``."""
+    from jaxscore.train import restore_params
+
+    config = load_run_config(workdir)
     data_shape = tuple(load_data(config)["shape"])
     sde = build_sde(config.sde)
     model = build_model_from_config(config.model)
