@@ -141,13 +141,6 @@ def _conditional_sampling(config, model, params, sde, scale: float, batch: int):
     return class_score_fn(config, model, params, sde, labels, scale), batch, {"devices": 1}
 
 
-def per_class_accuracy(logits: np.ndarray, num_classes: int) -> np.ndarray:
-    """``[K]``: for rows ``i`` of class ``i % K``, the fraction whose argmax logit is that class."""
-    predicted = np.argmax(logits, axis=-1)
-    labels = np.arange(len(predicted)) % num_classes
-    return np.array([np.mean(predicted[labels == c] == c) for c in range(num_classes)])
-
-
 def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "kid", "is", "pr"), ref: str | None = None,
                      data: str | None = None, features: str | None = None, inception_weights: str | None = None,
                      sampler: str | None = None, steps: int | None = None, options: dict | None = None,
@@ -166,7 +159,7 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
     Writes ``out`` (default ``WORKDIR/eval.json``) and appends one row to ``metrics.jsonl`` (keys
     ``evaluate/*`` at the checkpoint's step); returns the result dict."""
     from jaxscore.evaluation.extractors import build_extractor
-    from jaxscore.evaluation.streaming import sample_quality, stats_of_samples
+    from jaxscore.evaluation.streaming import computable, per_class_accuracy, sample_quality, stats_of_samples
     from jaxscore.train import maybe_initialize_distributed
 
     maybe_initialize_distributed(load_run_config(workdir))  # before anything touches devices
@@ -185,7 +178,7 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
             score_fn, batch, opts = _conditional_sampling(config, model, params, sde, scale, batch)
         stats = stats_of_samples(jax.random.key(seed), score_fn, sde, shape, num, extractor, sampler=sampler,
                                  steps=steps, batch_size=batch, progress=progress, **opts, **(options or {}))
-        res = sample_quality(stats, reference, [m for m in quality if m != "is" or stats.kept_logits is not None])
+        res = sample_quality(stats, reference, computable(quality, stats))
         if is_conditional(config) and stats.kept_logits is not None:
             res["per_class_accuracy"] = per_class_accuracy(stats.kept_logits, int(config.model.num_classes)).tolist()
             res["class_accuracy"] = float(np.mean(res["per_class_accuracy"]))

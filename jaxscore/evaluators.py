@@ -198,41 +198,38 @@ class SampleQuality:
     def reference(self):
         """``(extractor, reference stats, floor metrics)``, computed once per run."""
         if self._reference is None:
-            from jaxscore.evaluation.streaming import sample_quality, stats_of_images
+            from jaxscore.evaluation.streaming import METRICS, computable, sample_quality, stats_of_images
 
             cfg, data, extractor = self.run.config.eval, self.run.data, self.extractor
             ref_split = str(cfg.fid_ref)
             ref = stats_of_images(data[ref_split]["images"], extractor)
             real = data["train" if ref_split == "test" else "test"]["images"][: int(cfg.fid_num)]
-            floor = sample_quality(stats_of_images(real, extractor), ref, self.metrics(extractor_has_logits=True))
+            real_stats = stats_of_images(real, extractor)
+            floor = sample_quality(real_stats, ref, computable(METRICS, real_stats))
             self._reference = (extractor, ref, floor)
         return self._reference
 
-    @staticmethod
-    def metrics(extractor_has_logits: bool) -> tuple[str, ...]:
-        return ("fid", "kid", "is", "pr") if extractor_has_logits else ("fid", "kid", "pr")
-
     def __call__(self, state, step):
-        from jaxscore.evaluation.streaming import sample_quality, stats_of_samples
+        from jaxscore.evaluation.streaming import METRICS, computable, per_class_accuracy, sample_quality, stats_of_samples
 
         run, config = self.run, self.run.config
         extractor, ref, floor = self.reference()
-        num, batch = int(config.eval.fid_num), 500
+        num = int(config.eval.fid_num)
+        batch = min(500, num)
         score_fn, options = ema_score(run, state.ema_params), {}
         if run.class_score_with_params is not None:
             k = int(config.model.num_classes)
-            batch -= batch % k  # example i has class i % k in every batch
+            batch = max(batch - batch % k, k)  # example i has class i % k in every batch
             labels = jnp.arange(batch, dtype=jnp.int32) % k
             score_fn = jax.tree_util.Partial(run.class_score_with_params, state.ema_params, labels)
             options["devices"] = 1  # the labels are per row of a whole batch
         stats = stats_of_samples(eval_key(config, "sample_quality"), score_fn, run.sde, run.data["shape"], num,
                                  extractor, sampler=config.sampling.sampler, steps=config.sampling.steps,
-                                 batch_size=min(batch, num), **options)
-        out = sample_quality(stats, ref, self.metrics(stats.kept_logits is not None))
+                                 batch_size=batch, **options)
+        out = sample_quality(stats, ref, computable(METRICS, stats))
         out.update({f"{k}_floor": v for k, v in floor.items() if k != "num"})
         if run.class_score_with_params is not None and stats.kept_logits is not None:
-            predicted = np.argmax(stats.kept_logits, axis=-1)
-            out["class_accuracy"] = float(np.mean(predicted == np.arange(len(predicted)) % int(config.model.num_classes)))
+            out["class_accuracy"] = float(np.mean(per_class_accuracy(stats.kept_logits, int(config.model.num_classes))))
         return out
 
 

@@ -18,11 +18,13 @@ SHORT_TOY2D = [
     "--config.optim.ema_rate=0.99",
 ]
 
-# digits.py:cond cut to two steps with a 10-sample, 2-step report grid (exercises the image path)
+# digits.py:cond cut to two steps with a 10-sample, 2-step report grid and a 25-sample FID (image path)
 SHORT_DIGITS_COND = [
     "--config.training.n_iters=2",
     "--config.training.eval_every=2",
     "--config.training.progress=false",
     "--config.sampling.num_samples=10",
     "--config.sampling.steps=2",
+    "--config.eval.fid_every=2",  # the class-conditional sample-quality evaluator, 25 samples
+    "--config.eval.fid_num=25",
 ]

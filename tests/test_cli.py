@@ -144,7 +144,10 @@ def test_class_conditional_digits_train_and_guided_sample(tmp_path, capsys):
     10) and the npz records it; a class out of range is a clear error."""
     wd = str(tmp_path / "cond")
     assert cli.main(["train", "--config", DIGITS + ":cond", "--workdir", wd, *SHORT_DIGITS_COND]) == 0
-    assert os.path.exists(os.path.join(wd, "samples.png"))
+    assert os.path.exists(os.path.join(wd, "samples.png")) and os.path.exists(os.path.join(wd, "fid.png"))
+    quality = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl")) if "sample_quality/fid" in line]
+    assert len(quality) == 1 and 0.0 <= quality[0]["sample_quality/class_accuracy"] <= 1.0
+    assert quality[0]["sample_quality/num"] == 25
     out = str(tmp_path / "all.npz")
     assert cli.main(["sample", "--workdir", wd, "--num", "25", "--batch-size", "12", "--steps", "2",
                      "--guidance-scale", "2.5", "--out", out]) == 0

@@ -175,3 +175,12 @@ def test_nonfinite_samples_at_a_periodic_evaluation_warn_instead_of_ending_the_r
     assert (wrapped.name, wrapped.every) == ("report", 5)
     assert wrapped(None, 10) == {"nonfinite_samples": 1.0}
     assert "warning: step 10: report: sampler 'dpmpp_2m': 3 of 8" in capsys.readouterr().out
+
+
+def test_per_class_accuracy_of_rows_drawn_as_class_i_mod_k():
+    from jaxscore.evaluation.streaming import per_class_accuracy
+
+    k, n = 3, 12
+    logits = np.eye(k)[np.arange(n) % k]  # every row predicts its own class i % 3 ...
+    logits[[0, 3]] = np.eye(k)[1]         # ... except two rows of class 0
+    np.testing.assert_allclose(per_class_accuracy(logits, k), [0.5, 1.0, 1.0])

@@ -136,6 +136,19 @@ def stats_of_images(images, extractor: Callable, *, batch_size: int = 500, keep:
     return merge_over_processes(*accumulate_features(extractor, batches, keep=keep, quantise=quantise))
 
 
+def computable(metrics: Iterable[str], generated: FeatureStats) -> tuple[str, ...]:
+    """``metrics`` without ``is`` when the extractor gave no logits (nothing to score it on)."""
+    return tuple(m for m in metrics if m != "is" or generated.kept_logits is not None)
+
+
+def per_class_accuracy(logits, num_classes: int) -> np.ndarray:
+    """``[K]``: for kept rows ``i`` of class ``i % K`` (how class-conditional evaluation draws
+    them), the fraction whose argmax logit is that class."""
+    predicted = np.argmax(np.asarray(logits), axis=-1)
+    labels = np.arange(len(predicted)) % num_classes
+    return np.array([np.mean(predicted[labels == c] == c) for c in range(num_classes)])
+
+
 def sample_quality(generated: FeatureStats, reference, metrics: Iterable[str] = METRICS, *,
                    kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10,
                    pr_k: int = 3, seed: int = 0) -> dict[str, float]:
