@@ -51,6 +51,7 @@ from jaxscore.parameterization import edm_denoise, make_score_fn, output_to_scor
 
 ApplyFn = Callable[..., jax.Array]
 Weighting = Literal["sigma2", "likelihood", "uniform"]
+WeightFn = Callable[[Any, jax.Array], jax.Array]  # lambda(sde, t: [B]) -> [B], a user weighting
 TimeSampling = Literal["uniform", "importance"]
 
 WEIGHTINGS = ("sigma2", "likelihood", "uniform")
@@ -137,9 +138,20 @@ def _time_range(sde, t_min) -> tuple[float, float]:
     return lo, sde.T
 
 
-def _sample_xt(key: jax.Array, x0: jax.Array, sde, t_lo, t_hi):
-    """t ~ U(t_lo, t_hi) [B] and x_t = alpha_t x0 + sigma_t eps. Shared so equal keys give equal draws."""
+def _sample_xt(key: jax.Array, x0: jax.Array, sde, t_lo, t_hi, num_timesteps: int | None = None):
+    """t ~ U(t_lo, t_hi) [B] and x_t = alpha_t x0 + sigma_t eps. Shared so equal keys give equal draws.
+
+    With ``num_timesteps`` N: integer timesteps, t = i T / N with i ~ U{1..N} (DDPM's discrete chain,
+    :class:`jaxscore.sde.DiscreteVPSDE`); ``t_lo`` / ``t_hi`` are then unused."""
     k_t, k_eps = jax.random.split(key)
+    if num_timesteps is not None:
+        n = int(num_timesteps)
+        if n < 1:
+            raise ValueError(f"num_timesteps: expected an integer >= 1 (the chain's N), got {num_timesteps}.")
+        i = jax.random.randint(k_t, x0.shape[:1], 1, n + 1)
+        t = (i.astype(x0.dtype) * (float(sde.T) / n)).astype(x0.dtype)
+        x_t, eps = sde.marginal_sample(k_eps, x0, t)
+        return t, x_t, eps
     t = jax.random.uniform(k_t, x0.shape[:1], x0.dtype, minval=t_lo, maxval=t_hi)
     x_t, eps = sde.marginal_sample(k_eps, x0, t)
     return t, x_t, eps
@@ -383,7 +395,7 @@ def continuous_dsm_loss(
     sde,
     *,
     parameterization: Literal["score", "eps", "x0", "v", "edm"] = "score",
-    weighting: Weighting = "sigma2",
+    weighting: Weighting | WeightFn = "sigma2",
     t_sampling: TimeSampling = "uniform",
     t_min=None,
     reduce_mean: bool = True,
@@ -402,7 +414,11 @@ def continuous_dsm_loss(
     * ``"likelihood"``: :math:`\lambda=g(t)^2`; then :math:`\tfrac12(T-t_{min})\mathcal L` is, up to a
       constant in :math:`\theta`, the score-matching term of the KL / NLL bound (Song et al. 2021,
       "Maximum likelihood training");
-    * ``"uniform"``: :math:`\lambda = 1`.
+    * ``"uniform"``: :math:`\lambda = 1`;
+    * a function ``weighting(sde, t) -> [B]`` giving :math:`\lambda(t)` itself (e.g.
+      ``lambda sde, t: 1 / sde.marginal_coefs(t)[1] ** 2`` for :math:`\lambda = 1/\sigma_t^2`); it must be
+      positive where t is drawn. In the :math:`\varepsilon` form the term is
+      :math:`(\lambda(t)/\sigma_t^2)\|\hat\varepsilon - \varepsilon\|^2`.
 
     ``t_sampling="importance"`` draws t from :math:`q \propto g^2/\sigma_t^2`
     (:func:`importance_sample_t`) and multiplies by :math:`1/((T-t_{min}) q(t))`, so the expectation
@@ -418,7 +434,8 @@ def continuous_dsm_loss(
     """
     x0 = _check_data("x0", x0)
     _check_choice("parameterization", parameterization, LOSS_PARAMETERIZATIONS)
-    _check_choice("weighting", weighting, WEIGHTINGS)
+    if not callable(weighting):
+        _check_choice("weighting", weighting, WEIGHTINGS)
     _check_choice("t_sampling", t_sampling, T_SAMPLINGS)
     t_lo, t_hi = _time_range(sde, t_min)
     if t_sampling == "uniform":
@@ -432,7 +449,17 @@ def continuous_dsm_loss(
     base = _reduce((broadcast_to_data(sigma, x0) * score + eps) ** 2, reduce_mean)  # ||sigma s + eps||^2
 
     # factor = lambda(t) / sigma^2  (uniform t)   or   lambda(t) Z / (g^2 (T - t_min))  (importance)
-    if t_sampling == "uniform":
+    if callable(weighting):
+        lam = jnp.asarray(weighting(sde, t), sigma.dtype)
+        if lam.shape not in ((), sigma.shape):
+            raise ValueError(f"weighting: a weighting function must return lambda(t) of shape [B] = {sigma.shape} "
+                             f"(or a scalar), got shape {lam.shape}.")
+        if t_sampling == "uniform":
+            factor = lam / sigma**2
+        else:
+            z = sde.log_snr(jnp.asarray(t_lo, x0.dtype)) - sde.log_snr(jnp.asarray(t_hi, x0.dtype))
+            factor = (z / (t_hi - t_lo)) * lam / sde.diffusion(t) ** 2
+    elif t_sampling == "uniform":
         if weighting == "sigma2":
             factor = jnp.ones_like(sigma)
         elif weighting == "likelihood":
@@ -452,39 +479,43 @@ def continuous_dsm_loss(
 
 def eps_loss(
     apply: ApplyFn, params: Any, key: jax.Array, x0: jax.Array, sde, *, t_min=None, reduce_mean: bool = True,
-    **apply_kwargs,
+    num_timesteps: int | None = None, **apply_kwargs,
 ) -> jax.Array:
     r"""DDPM's "simple" objective :math:`\mathbb E_{t\sim U(t_{min},T)}\|\hat\varepsilon_\theta(x_t,t) - \varepsilon\|^2`.
 
     :math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon`. Equal (same key) to :func:`continuous_dsm_loss` with
     ``parameterization="eps", weighting="sigma2"``. x0: ``[B, *D]``; returns a scalar.
+
+    ``num_timesteps`` N (also for :func:`x0_loss`, :func:`v_loss`): integer timesteps
+    :math:`t = iT/N`, :math:`i\sim U\{1..N\}` instead of :math:`t\sim U(t_{min}, T)` — Ho et al.'s
+    :math:`L_{simple}` on a discrete chain (:class:`jaxscore.sde.DiscreteVPSDE`).
     """
     x0 = _check_data("x0", x0)
-    t, x_t, eps = _sample_xt(key, x0, sde, *_time_range(sde, t_min))
+    t, x_t, eps = _sample_xt(key, x0, sde, *_time_range(sde, t_min), num_timesteps)
     out = _call(apply, params, x_t, t, apply_kwargs)
     return jnp.mean(_reduce((out - eps) ** 2, reduce_mean))
 
 
 def x0_loss(
     apply: ApplyFn, params: Any, key: jax.Array, x0: jax.Array, sde, *, t_min=None, reduce_mean: bool = True,
-    **apply_kwargs,
+    num_timesteps: int | None = None, **apply_kwargs,
 ) -> jax.Array:
     r"""Data-prediction objective :math:`\mathbb E_{t\sim U(t_{min},T)}\|\hat x_{0,\theta}(x_t,t) - x_0\|^2`
     (equal to score matching with :math:`\lambda = \sigma_t^4/\alpha_t^2`). x0: ``[B, *D]``; returns a scalar."""
     x0 = _check_data("x0", x0)
-    t, x_t, _ = _sample_xt(key, x0, sde, *_time_range(sde, t_min))
+    t, x_t, _ = _sample_xt(key, x0, sde, *_time_range(sde, t_min), num_timesteps)
     out = _call(apply, params, x_t, t, apply_kwargs)
     return jnp.mean(_reduce((out - x0) ** 2, reduce_mean))
 
 
 def v_loss(
     apply: ApplyFn, params: Any, key: jax.Array, x0: jax.Array, sde, *, t_min=None, reduce_mean: bool = True,
-    **apply_kwargs,
+    num_timesteps: int | None = None, **apply_kwargs,
 ) -> jax.Array:
     r"""v-prediction objective (Salimans & Ho 2022) :math:`\mathbb E_{t\sim U(t_{min},T)}\|\hat v_\theta(x_t,t) - v\|^2`,
     :math:`v = \alpha_t\varepsilon - \sigma_t x_0`. x0: ``[B, *D]``; returns a scalar."""
     x0 = _check_data("x0", x0)
-    t, x_t, eps = _sample_xt(key, x0, sde, *_time_range(sde, t_min))
+    t, x_t, eps = _sample_xt(key, x0, sde, *_time_range(sde, t_min), num_timesteps)
     alpha, sigma = sde.marginal_coefs(t)
     v = broadcast_to_data(alpha, x0) * eps - broadcast_to_data(sigma, x0) * x0
     out = _call(apply, params, x_t, t, apply_kwargs)

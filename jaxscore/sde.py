@@ -365,3 +365,141 @@ class SubVPSDE(_AbstractBetaSDE):
         # the small root is 1 / (large root): avoids cancellation when r is large.
         log_u = jnp.log(2.0) - jnp.log((2.0 + r) + jnp.sqrt(r * (4.0 + r)))
         return self._t_from_integrated_beta(-log_u)
+
+
+# --- discrete DDPM chains ------------------------------------------------------------------
+
+def linear_betas(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    r"""DDPM's linear schedule (Ho et al. 2020, §4): :math:`\beta_i` from ``beta_start`` to ``beta_end``
+    evenly over :math:`i = 1..N` (``np.linspace``, float64) — [N]."""
+    num_steps = _check_num_steps(num_steps)
+    _require(0 < beta_start <= beta_end < 1,
+             f"linear_betas: expected 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}.")
+    return np.linspace(beta_start, beta_end, num_steps, dtype=np.float64)
+
+
+def cosine_alpha_bar(u, s: float = 0.008):
+    r"""Nichol & Dhariwal (2021) eq. 17 before normalisation: :math:`f(u) = \cos^2\big(\tfrac{u + s}{1 + s}\tfrac\pi2\big)`,
+    :math:`u = t/T \in [0, 1]`; :math:`\bar\alpha(u) = f(u)/f(0)`."""
+    return np.cos((np.asarray(u, np.float64) + s) / (1.0 + s) * np.pi / 2.0) ** 2
+
+
+def cosine_betas(num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+    r"""Nichol & Dhariwal's cosine schedule (2021, §3.2):
+    :math:`\beta_i = \min(1 - f(i/N)/f((i-1)/N),\ \texttt{max\_beta})`, so that
+    :math:`\prod_{j\le i}(1-\beta_j) = f(i/N)/f(0)` wherever no clipping happened (with the defaults
+    only :math:`\beta_N` is clipped: :math:`f(1) = 0`). float64 [N]."""
+    num_steps = _check_num_steps(num_steps)
+    _require(s >= 0 and 0 < max_beta < 1, f"cosine_betas: expected s >= 0 and 0 < max_beta < 1, got s={s}, max_beta={max_beta}.")
+    f = cosine_alpha_bar(np.arange(num_steps + 1) / num_steps, s)
+    return np.minimum(1.0 - f[1:] / f[:-1], max_beta)
+
+
+def _check_num_steps(num_steps) -> int:
+    _require(isinstance(num_steps, (int, np.integer)) and not isinstance(num_steps, bool) and num_steps >= 1,
+             f"num_steps: expected an integer >= 1, got {num_steps!r}.")
+    return int(num_steps)
+
+
+@final
+class DiscreteVPSDE(LinearSDE):
+    r"""A discrete DDPM chain (Ho et al. 2020) :math:`q(x_i|x_{i-1}) = N(\sqrt{1-\beta_i}\,x_{i-1}, \beta_i I)`,
+    :math:`i = 1..N`, embedded in continuous time as a VP-type linear SDE on :math:`t\in[0, T]`.
+
+    Step :math:`i` sits at :math:`t_i = iT/N`, where the kernel is exactly the chain's:
+    :math:`\alpha_{t_i}^2 = \bar\alpha_i = \prod_{j\le i}(1-\beta_j)`, :math:`\sigma_{t_i}^2 = 1-\bar\alpha_i`.
+    Between steps :math:`\log\bar\alpha` is linear in t (piecewise log-linear :math:`\bar\alpha`), so
+
+    .. math:: \beta(t) = -\frac{d\log\bar\alpha}{dt} = -\frac NT\log(1-\beta_i)\quad (t\in(t_{i-1}, t_i]),
+
+    :math:`f(t) = -\tfrac12\beta(t)`, :math:`g(t) = \sqrt{\beta(t)}` — the VP SDE with this piecewise-constant
+    :math:`\beta(t)` (:math:`-N\log(1-\beta_i) \approx N\beta_i`: DDPM's linear 1e-4..0.02 over N = 1000 is
+    the VP SDE with :math:`\beta_{min} = 0.1`, :math:`\beta_{max} = 20` in the limit :math:`N\to\infty`).
+    Everything of :class:`LinearSDE` (transitions, grids, samplers, likelihood) then works unchanged;
+    ``transition_coefs(t_{i-1}, t_i)`` gives :math:`(\sqrt{1-\beta_i}, \beta_i)`, so ``ancestral`` on the
+    integer grid (``steps = N``, ``grid="uniform"``, ``t_min=0``: :math:`t_n = (N-n)T/N`) is DDPM's Alg. 2
+    with the posterior variance :math:`\tilde\beta_i`, its last step returning the mean.
+
+    ``betas``: [N] float in (0, 1) (a pytree leaf; build one with :meth:`linear` or :meth:`cosine`).
+    ``t_min`` (static) defaults to 1e-3, the first step of N = 1000; the constructors set it to T/N.
+    """
+
+    betas: jax.Array
+    T: float = eqx.field(static=True, default=1.0)
+    t_min: float = eqx.field(static=True, default=1e-3)
+
+    def __check_init__(self):
+        betas = jnp.asarray(self.betas)
+        _require(betas.ndim == 1 and betas.shape[0] >= 1,
+                 f"DiscreteVPSDE: expected betas of shape [N] with N >= 1, got shape {tuple(betas.shape)}.")
+        values = _concrete_values(self.betas)
+        if values is None:
+            return
+        (b,) = values
+        _require(np.all(np.isfinite(b)) and np.all(b > 0) and np.all(b < 1),
+                 f"DiscreteVPSDE: expected every beta in (0, 1), got min {b.min()}, max {b.max()}.")
+
+    @classmethod
+    def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, *, T: float = 1.0,
+               dtype=jnp.float32) -> "DiscreteVPSDE":
+        """Ho et al. (2020): linear betas (:func:`linear_betas`); ``t_min = T / num_steps``."""
+        return cls(jnp.asarray(linear_betas(num_steps, beta_start, beta_end), dtype), T=T, t_min=T / num_steps)
+
+    @classmethod
+    def cosine(cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999, *, T: float = 1.0,
+               dtype=jnp.float32) -> "DiscreteVPSDE":
+        """Nichol & Dhariwal (2021): cosine betas (:func:`cosine_betas`); ``t_min = T / num_steps``."""
+        return cls(jnp.asarray(cosine_betas(num_steps, s, max_beta), dtype), T=T, t_min=T / num_steps)
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+    @property
+    def num_steps(self) -> int:
+        """N, the number of steps of the chain (static)."""
+        return int(jnp.shape(self.betas)[0])
+
+    def log_alpha_bars(self) -> jax.Array:
+        r""":math:`\log\bar\alpha_i = \sum_{j\le i}\log(1-\beta_j)` for :math:`i = 0..N` — [N + 1], the first 0."""
+        b = jnp.asarray(self.betas)
+        return jnp.concatenate([jnp.zeros((1,), b.dtype), jnp.cumsum(jnp.log1p(-b))])
+
+    def step_times(self) -> jax.Array:
+        """:math:`t_i = iT/N`, i = 0..N — [N + 1]: the times of the chain's steps."""
+        return jnp.linspace(0.0, self.T, self.num_steps + 1, dtype=jnp.asarray(self.betas).dtype)
+
+    def log_alpha_bar(self, t: jax.Array) -> jax.Array:
+        r""":math:`\log\bar\alpha(t)`: linear interpolation of :meth:`log_alpha_bars` in :math:`u = tN/T`."""
+        n = self.num_steps
+        u = jnp.asarray(t) * (n / self.T)
+        return jnp.interp(u, jnp.arange(n + 1, dtype=u.dtype), self.log_alpha_bars().astype(u.dtype))
+
+    def beta(self, t: jax.Array) -> jax.Array:
+        r""":math:`\beta(t) = -(N/T)\log(1-\beta_i)` on :math:`(t_{i-1}, t_i]` (:math:`\beta_1` at t = 0)."""
+        n = self.num_steps
+        t = jnp.asarray(t, jnp.result_type(t, float))
+        i = jnp.clip(jnp.ceil(t * (n / self.T)).astype(jnp.int32) - 1, 0, n - 1)
+        return -(n / self.T) * jnp.log1p(-jnp.asarray(self.betas, t.dtype)[i])
+
+    def drift_coef(self, t):
+        return -0.5 * self.beta(t)
+
+    def diffusion(self, t):
+        return jnp.sqrt(self.beta(t))
+
+    def marginal_coefs(self, t):
+        la = self.log_alpha_bar(t)
+        return jnp.exp(0.5 * la), jnp.sqrt(-jnp.expm1(la))
+
+    def log_snr(self, t):
+        la = self.log_alpha_bar(t)
+        return la - jnp.log(-jnp.expm1(la))
+
+    def t_from_log_snr(self, log_snr):
+        # alpha_bar = sigmoid(lambda)  =>  log alpha_bar = -softplus(-lambda); invert the piecewise-linear map
+        log_snr = jnp.asarray(log_snr, jnp.result_type(log_snr, float))
+        n = self.num_steps
+        minus_la = -self.log_alpha_bars().astype(log_snr.dtype)  # increasing in i
+        u = jnp.interp(jax.nn.softplus(-log_snr), minus_la, jnp.arange(n + 1, dtype=log_snr.dtype))
+        return u * (self.T / n)

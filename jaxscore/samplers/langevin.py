@@ -20,14 +20,39 @@ from jaxscore._checks import check_choice, check_nonnegative, check_positive, ch
 from jaxscore.samplers import _core
 from jaxscore.samplers._core import Start, bcast, call_score, fixed_step
 from jaxscore.samplers.base import Sampler
-from jaxscore.samplers.sde_samplers import _noise_scale, ancestral_step, em_step, reverse_diffusion_step
+from jaxscore.samplers.sde_samplers import _noise_scale, ancestral_step, ddim_step, em_step, reverse_diffusion_step
+
+
+def probability_flow_step(sde, x, score, t, t_next, z):
+    r"""One probability-flow (ODE) step in score_sde's reverse-diffusion form
+    (``ReverseDiffusionPredictor(probability_flow=True)``): with the exact forward transition
+    :math:`(a, v)` = ``sde.transition_coefs(t_next, t)``,
+
+    .. math:: x_{n+1} = x_n - (a - 1)\,x_n + \tfrac12 v\, s(x_n, t_n),
+
+    the reverse-diffusion step with half the score term and no noise (``z`` is ignored).
+    """
+    del z
+    a, var = sde.transition_coefs(t_next, t)
+    return x - (a - 1.0) * x + 0.5 * var * score
+
+
+def ddim_predictor_step(sde, x, score, t, t_next, z):
+    r"""One deterministic DDIM step (:func:`~jaxscore.samplers.sde_samplers.ddim_step` with
+    :math:`\eta = 0`): :math:`x_s = \alpha_s\hat x_0 + \sigma_s\hat\varepsilon`, the first-order exponential
+    integrator of the probability-flow ODE (``z`` is ignored)."""
+    return ddim_step(sde, x, score, t, t_next, 0.0, jnp.zeros_like(x))
+
 
 PREDICTORS = {
     "euler_maruyama": em_step,
     "reverse_diffusion": reverse_diffusion_step,
     "ancestral": ancestral_step,
+    "probability_flow": probability_flow_step,
+    "ddim": ddim_predictor_step,
     "none": None,
 }
+DETERMINISTIC_PREDICTORS = ("probability_flow", "ddim")  # ODE predictors: draw no noise
 
 
 def _per_example_norm(v):
@@ -67,7 +92,10 @@ def pc(score_fn, sde, start: Start, *, predictor: str = "reverse_diffusion", snr
     r"""Predictor-corrector sampler (score_sde Alg. 2/3).
 
     For each step n: ``corrector_steps`` Langevin corrections at :math:`t_n`, then the predictor from
-    :math:`t_n` to :math:`t_{n+1}` (``"euler_maruyama"``, ``"reverse_diffusion"``, ``"ancestral"``).
+    :math:`t_n` to :math:`t_{n+1}` (``"euler_maruyama"``, ``"reverse_diffusion"``, ``"ancestral"``, or a
+    probability-flow ODE predictor: ``"probability_flow"`` (score_sde's reverse-diffusion discretisation
+    of the ODE, :func:`probability_flow_step`) or ``"ddim"`` (deterministic DDIM,
+    :func:`ddim_predictor_step`); with these the only noise is the corrector's).
     With ``predictor="none"`` the corrections at step n run at :math:`t_{n+1}` instead, so the
     levels visited are ``ts[1:]`` ending at ``t_min`` (pure annealed Langevin with the snr rule).
     As in score_sde the noise of the very last update is dropped (``final_noise=False``).
@@ -109,7 +137,10 @@ def pc(score_fn, sde, start: Start, *, predictor: str = "reverse_diffusion", snr
             (x_new, x_mean), _ = jax.lax.scan(correct, (x, x), jnp.arange(corrector_steps))
             x = jnp.where(last, x_mean, x_new) if (pred is None and not final_noise) else x_new
         if pred is not None:
-            z = _core.step_normal(keys, n, data_shape) * _noise_scale(n, steps, final_noise)
+            if predictor in DETERMINISTIC_PREDICTORS:
+                z = None
+            else:
+                z = _core.step_normal(keys, n, data_shape) * _noise_scale(n, steps, final_noise)
             x = pred(sde, x, call_score(score_fn, x, t), t, t_next, z)
         return (x,)
 
@@ -172,5 +203,10 @@ def _langevin_evals(n_steps_each, **_) -> int:
     return int(n_steps_each)
 
 
-PC = Sampler("pc", pc, per_step=_pc_evals)
+def _pc_noise_free(predictor, corrector_steps, snr, **_) -> bool:
+    """An ODE predictor with no Langevin correction (0 steps or snr 0) draws no noise."""
+    return predictor in DETERMINISTIC_PREDICTORS and (int(corrector_steps) == 0 or float(snr) == 0.0)
+
+
+PC = Sampler("pc", pc, per_step=_pc_evals, noise_free=_pc_noise_free)
 ANNEALED_LANGEVIN = Sampler("annealed_langevin", annealed_langevin, per_step=_langevin_evals)
