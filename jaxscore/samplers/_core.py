@@ -6,8 +6,8 @@ compiled step loop.
 A fixed-step sampler is written as its *loop*: ``loop(score_fn, sde, start, **own_options) ->
 (x, trajectory, nfe)`` on a :class:`Start` (the grid ``ts [steps + 1]``, ``x_T [B, *D]``, the
 per-example keys); :func:`fixed_step` turns it into the public function
-``fn(key, score_fn, sde, shape, *, steps, grid, t_min, rho, denoise, return_info, return_trajectory,
-example_offset, x_init, **own_options)``. So ``grid`` / ``t_min`` / ``rho`` (a grid name and its
+``fn(key, score_fn, sde, shape, *, steps, grid, t_min, t_max, rho, denoise, return_info, return_trajectory,
+example_offset, x_init, **own_options)``. So ``grid`` / ``t_min`` / ``t_max`` / ``rho`` (a grid name and its
 range, or an explicit array of times) are resolved once, by :func:`jaxscore.samplers.grids.time_grid`,
 and no loop sees them.
 
@@ -97,6 +97,7 @@ class Start(NamedTuple):
     x: jax.Array  # [B, *D] the state at ts[0] (the prior draw, or x_init)
     keys: jax.Array  # [B] per-example keys (noise of step n: step_normal(keys, n, ...))
     trajectory: bool  # whether the loop returns the state after every step
+    denoise: bool = False  # whether a final Tweedie step follows the loop (EDM's step to sigma = 0)
 
     @property
     def steps(self) -> int:
@@ -108,27 +109,32 @@ class Start(NamedTuple):
 
 
 def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init=None,
-          return_trajectory: bool = False) -> Start:
+          return_trajectory: bool = False, t_max=None, denoise: bool = False) -> Start:
     """Checks and the common start (grid, per-example keys, ``x_T``).
 
-    ``x_init`` [B, *D], when given, replaces the prior draw as the state at ``ts[0]`` (e.g. to start
-    several samplers from the same noise, or from a partially noised image with ``grid`` an explicit
-    array starting below T).
+    The state at ``ts[0]`` is the prior draw scaled by :math:`\sigma_{t_0}/\sigma_T`, i.e. the
+    prior's own rule (:math:`N(0, \sigma_t^2 I)`, the marginal of data at the origin) at the start
+    time: exactly the prior when ``ts[0] = T``, and for a start below ``T`` (``t_max``, or an explicit
+    grid) the right scale for VE (where :math:`\sigma_{t_0} \ll \sigma_T`) and ~1 for VP.
+    ``x_init`` [B, *D], when given, replaces that draw (e.g. to start several samplers from the same
+    noise, or from a partially noised image with ``grid`` an explicit array starting below T).
     """
     check_key(key)
     check_score_fn(score_fn)
     shape = check_shape(shape)
     steps = check_steps(steps)
-    ts = time_grid(sde, steps, grid, t_min=t_min, rho=rho)
+    ts = time_grid(sde, steps, grid, t_min=t_min, t_max=t_max, rho=rho)
     ex_keys = example_keys(key, shape[0], check_example_offset(example_offset))
     if x_init is None:
         x = prior_draw(ex_keys, sde, shape)
+        scale = sde.marginal_coefs(ts[0])[1] / sde.marginal_coefs(jnp.asarray(sde.T, ts.dtype))[1]
+        x = x * scale.astype(x.dtype)
     else:
         x = jnp.asarray(x_init)
         if x.shape != shape or not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f"x_init: expected a float array of shape {shape}, got {x.dtype} {x.shape}.")
         x = x.astype(float_dtype())
-    return Start(ts, x, ex_keys, bool(return_trajectory))
+    return Start(ts, x, ex_keys, bool(return_trajectory), bool(denoise))
 
 
 def scan_steps(body, carry, steps: int, return_trajectory: bool, get_x=lambda c: c[0]):
@@ -177,17 +183,19 @@ def _keyword(name, default):
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
 
 
-def fixed_step(*, steps: int, grid):
+def fixed_step(*, steps: int, grid, t_min=None, t_max=None, rho=None, denoise: bool = False):
     """Decorator: a loop ``loop(score_fn, sde, start: Start, *, <own options>) -> (x, trajectory, nfe)``
     becomes the public sampler
 
-    ``fn(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=None, rho=None, <own options>,
-    denoise=False, return_info=False, return_trajectory=False, example_offset=0, x_init=None)``
+    ``fn(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=t_min, t_max=t_max, rho=rho, <own options>,
+    denoise=denoise, return_info=False, return_trajectory=False, example_offset=0, x_init=None)``
 
     returning ``[B, *D]`` samples, or ``(samples, info)`` with ``return_info`` (``info["nfe"]``,
     ``info["ts"]``, ``info["nonfinite"]`` (int32: rows of the samples holding a NaN or inf), with
     ``return_trajectory`` ``info["trajectory"]`` ``[steps + 1, B, *D]``).
-    ``steps`` and ``grid`` here are the sampler's defaults. The loop's docstring is the sampler's.
+    ``steps``, ``grid``, ``t_min``, ``t_max`` (the start, default ``T``), ``rho`` and ``denoise`` here are the
+    sampler's defaults (``None``: the SDE's ``t_min`` / ``T``, the grid's ``rho``). The loop's docstring is the
+    sampler's.
     """
 
     def wrap(loop):
@@ -196,16 +204,17 @@ def fixed_step(*, steps: int, grid):
         name = loop.__name__
 
         @functools.wraps(loop)
-        def sampler(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=None, rho=None, denoise=False,
-                    return_info=False, return_trajectory=False, example_offset=0, x_init=None, **options):
+        def sampler(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=t_min, t_max=t_max, rho=rho,
+                    denoise=denoise, return_info=False, return_trajectory=False, example_offset=0, x_init=None,
+                    **options):
             unknown = sorted(set(options) - set(own))
             if unknown:
                 raise TypeError(f"{name}() got unexpected keyword argument(s) {unknown}; its options are "
-                                f"{sorted(['grid', 't_min', 'rho', 'denoise', *own])}.")
+                                f"{sorted(['grid', 't_min', 't_max', 'rho', 'denoise', *own])}.")
             if return_trajectory and not return_info:
                 raise ValueError("return_trajectory=True needs return_info=True (the trajectory is returned in info).")
             start = setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init,
-                          return_trajectory)
+                          return_trajectory, t_max, denoise)
             x, trajectory, nfe = loop(score_fn, sde, start, **options)
             return finish(x, start.x, trajectory, start.ts, nfe, score_fn, sde, denoise, return_info,
                           return_trajectory)

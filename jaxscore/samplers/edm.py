@@ -76,8 +76,11 @@ def edm_stochastic(score_fn, sde, start: Start, *, S_churn: float = 40.0, S_min:
 
     then one Heun step from :math:`\hat\sigma` to :math:`\tilde\sigma_{n+1}` (Euler alone on the last step with
     ``lower_order_final``). :math:`\hat\sigma` is capped at :math:`\tilde\sigma(T)` so every score call stays in
-    [t_min, T]. ``S_min``, ``S_max`` are in :math:`\tilde\sigma` units. NFE = 2 steps (-1 with
-    ``lower_order_final``) (+1 with ``denoise``).
+    [t_min, T]. ``S_min``, ``S_max`` are in :math:`\tilde\sigma` units. :math:`N` = ``steps`` + ``denoise``
+    counts the final step to :math:`\tilde\sigma = 0` as EDM and k-diffusion do (``sample_heun``:
+    ``len(sigmas) - 1``). Where :math:`\gamma_n = 0` the state is left exactly as it is (no
+    :math:`\sqrt{\hat\sigma^2 - \tilde\sigma^2}` round-off noise), so ``S_churn=0`` is :func:`heun` to round-off.
+    NFE = 2 steps (-1 with ``lower_order_final``) (+1 with ``denoise``).
     """
     check_nonnegative("S_churn", S_churn, why=" (0 = no churn, EDM Alg. 2)")
     check_nonnegative("S_noise", S_noise, why=" (the scale of the churn noise)")
@@ -85,8 +88,8 @@ def edm_stochastic(score_fn, sde, start: Start, *, S_churn: float = 40.0, S_min:
     alpha, _ = sde.marginal_coefs(ts)
     sig = sde.sigma_ratio(ts)
     sig_top = sig[0]
-    gamma_max = min(float(S_churn) / steps, 2.0**0.5 - 1.0) if isinstance(S_churn, (int, float)) else \
-        jnp.minimum(S_churn / steps, 2.0**0.5 - 1.0)
+    n_edm = steps + int(start.denoise)  # EDM's N counts the final step to sigma = 0 (our denoise)
+    gamma_max = jnp.minimum(jnp.asarray(S_churn, sig.dtype) / n_edm, 2.0**0.5 - 1.0)
 
     def body(carry, n):
         (x,) = carry
@@ -95,10 +98,13 @@ def edm_stochastic(score_fn, sde, start: Start, *, S_churn: float = 40.0, S_min:
         xt = x / a
         gamma = jnp.where((s >= S_min) & (s <= S_max), gamma_max, 0.0)
         s_hat = jnp.minimum(s * (1.0 + gamma), sig_top)
-        t_hat = jnp.where(s_hat > s, sde.t_from_sigma_ratio(s_hat), ts[n])
-        a_hat = sde.marginal_coefs(t_hat)[0]
+        churn = s_hat > s  # gamma > 0 (and room below the top): only then is there noise, and only then new t, alpha
+        t_hat = jnp.where(churn, sde.t_from_sigma_ratio(s_hat), ts[n])
+        a_hat = jnp.where(churn, sde.marginal_coefs(t_hat)[0], a)
+        s_hat = jnp.where(churn, s_hat, s)
         z = _core.step_normal(start.keys, n, start.shape[1:])
-        xt_hat = xt + jnp.sqrt(jnp.maximum(s_hat**2 - s**2, 0.0)) * S_noise * z
+        # exactly x~ when there is no churn: sqrt(s_hat^2 - s^2) is not exactly 0 under XLA's arithmetic
+        xt_hat = jnp.where(churn, xt + jnp.sqrt(jnp.maximum(s_hat**2 - s**2, 0.0)) * S_noise * z, xt)
         d = _d(score_fn, sde, xt_hat, t_hat, a_hat, s_hat)
         xt_euler = xt_hat + (s_next - s_hat) * d
 
