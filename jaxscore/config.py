@@ -204,8 +204,51 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
 
 # --- value rules: one per key -----------------------------------------------------------------
 
-SDE_NAMES = ("vp", "ve", "subvp")  # config.sde.name (jaxscore.experiment.build_sde)
-LOSS_NAMES = ("continuous_dsm", "eps", "x0", "v", "edm")  # config.loss.name (jaxscore.experiment.make_loss_fn)
+SDE_NAMES = ("vp", "ve", "subvp", "ddpm")  # config.sde.name (jaxscore.experiment.build_sde)
+DDPM_SCHEDULES = ("linear", "cosine")  # config.sde.schedule of a "ddpm" SDE
+# config.loss.name (jaxscore.experiment.make_loss_fn); the direct objectives train a network of that parameterization
+LOSS_NAMES = ("continuous_dsm", "eps", "x0", "v", "edm", "ncsn", "ism", "ssm")
+DIRECT_LOSSES = ("eps", "x0", "v", "edm")
+T_SAMPLINGS = ("uniform", "importance")  # config.loss.t_sampling (continuous_dsm)
+
+
+def _inv_sigma2(sde, t):
+    r""":math:`\lambda(t) = 1/\sigma_t^2` (the score-matching term :math:`\|s_\theta - \nabla\log p_{t|0}\|^2`
+    unweighted in the :math:`\varepsilon` scale's units: :math:`\|\hat\varepsilon-\varepsilon\|^2/\sigma_t^4`)."""
+    return 1.0 / sde.marginal_coefs(t)[1] ** 2
+
+
+def _snr(sde, t):
+    r""":math:`\lambda(t) = \alpha_t^2` (:math:`\|\hat\varepsilon-\varepsilon\|^2` weighted by the SNR :math:`\alpha_t^2/\sigma_t^2`)."""
+    return sde.marginal_coefs(t)[0] ** 2
+
+
+# named weighting functions lambda(sde, t) for config.loss.weighting, besides the loss's own names
+# (sigma2 | likelihood | uniform) and "module:function" import paths
+WEIGHTING_FUNCTIONS = {"inv_sigma2": _inv_sigma2, "snr": _snr}
+
+
+def resolve_weighting(name: str):
+    """``config.loss.weighting`` -> what :func:`jaxscore.losses.continuous_dsm_loss` takes: one of its
+    own names (``sigma2``, ``likelihood``, ``uniform``) as is, a name of :data:`WEIGHTING_FUNCTIONS`, or
+    ``"package.module:function"``, imported here, a function ``lambda(sde, t: [B]) -> [B]``.
+    Raises ``ConfigError`` naming what was expected."""
+    if name in WEIGHTINGS:
+        return name
+    if name in WEIGHTING_FUNCTIONS:
+        return WEIGHTING_FUNCTIONS[name]
+    module, sep, attr = str(name).partition(":")
+    expected = (f"config.loss.weighting: expected one of {WEIGHTINGS + tuple(WEIGHTING_FUNCTIONS)} or "
+                f"'module:function' naming a function lambda(sde, t) -> [B]")
+    if not sep or not module or not attr:
+        raise ConfigError(f"{expected}, got {name!r}.")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{expected}, got {name!r}, which cannot be imported: {type(e).__name__}: {e}.") from None
+    if not callable(fn):
+        raise ConfigError(f"{expected}, got {name!r}, which is a {type(fn).__name__}, not a function.")
+    return fn
 FID_REFS = ("train", "test")  # config.eval.fid_ref: the split the samples are compared with
 
 Check = Callable[[Any, ml_collections.ConfigDict], Optional[str]]
@@ -273,9 +316,17 @@ def _loss_name(value, config) -> Optional[str]:
     if wrong:
         return wrong
     param = _lookup(config, "model.parameterization")
-    if value != "continuous_dsm" and param is not _MISSING and param != value:
+    if value in DIRECT_LOSSES and param is not _MISSING and param != value:
         return (f"expected 'continuous_dsm' or the network's parameterization {param!r} "
                 f"(loss {value!r} trains a {value!r} network: also set model.parameterization={value!r})")
+    return None
+
+
+def _weighting(value, config) -> Optional[str]:
+    try:
+        resolve_weighting(value)
+    except ConfigError as e:
+        return str(e).removeprefix("config.loss.weighting: ").rsplit(", got ", 1)[0]
     return None
 
 
@@ -312,7 +363,14 @@ RULES: tuple[Rule, ...] = (
     Rule("sde.name", one_of(SDE_NAMES)),
     Rule("model.parameterization", one_of(PARAMETERIZATIONS)),
     Rule("loss.name", _loss_name),
-    Rule("loss.weighting", one_of(WEIGHTINGS)),
+    Rule("loss.weighting", _weighting),
+    Rule("loss.t_sampling", one_of(T_SAMPLINGS)),
+    Rule("loss.num_scales", count_at_least(1)),
+    Rule("loss.anneal_power", lambda v, c: None if _is_number(v) and math.isfinite(v) else "expected a finite number"),
+    Rule("loss.divergence", one_of(("exact", "hutchinson"))),
+    Rule("loss.num_projections", count_at_least(1)),
+    Rule("sde.schedule", one_of(DDPM_SCHEDULES)),
+    Rule("sde.num_steps", count_at_least(1)),
     Rule("sampling.sampler", one_of(available_samplers)),
     Rule("sampling.steps", count_at_least(1, allow_none=True)),
     Rule("sampling.num_samples", count_at_least(1)),

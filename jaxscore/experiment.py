@@ -19,26 +19,39 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscore import guidance, losses, viz
-from jaxscore.config import model_overrides
+from jaxscore.config import DDPM_SCHEDULES, model_overrides
 from jaxscore.data import images as image_data
 from jaxscore.data import TOY_DATASETS, TOY_MIXTURES, pipeline, toy
 from jaxscore.models import build_model
 from jaxscore.parameterization import make_score_fn
-from jaxscore.sde import SubVPSDE, VESDE, VPSDE
+from jaxscore.samplers.grids import time_grid
+from jaxscore.sde import DiscreteVPSDE, SubVPSDE, VESDE, VPSDE
 
 
 
 # --- names -> objects --------------------------------------------------------------------
 
 def build_sde(cfg):
-    """``config.sde`` -> a LinearSDE."""
+    """``config.sde`` -> a LinearSDE.
+
+    ``"ddpm"``: the discrete chain :class:`jaxscore.sde.DiscreteVPSDE` with ``num_steps`` N (default
+    1000) and ``schedule`` ``"linear"`` (``beta_start``..``beta_end``, default 1e-4..0.02, Ho et al.
+    2020) or ``"cosine"`` (``cosine_s``, default 0.008, Nichol & Dhariwal 2021)."""
+    if cfg.name == "ddpm":
+        n = int(cfg.get("num_steps", 1000))
+        schedule = cfg.get("schedule", "linear")
+        if schedule == "linear":
+            return DiscreteVPSDE.linear(n, float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02)))
+        if schedule == "cosine":
+            return DiscreteVPSDE.cosine(n, float(cfg.get("cosine_s", 0.008)))
+        raise ValueError(f"config.sde.schedule: expected one of {DDPM_SCHEDULES}, got {schedule!r}.")
     if cfg.name == "vp":
         return VPSDE(beta_min=cfg.beta_min, beta_max=cfg.beta_max)
     if cfg.name == "subvp":
         return SubVPSDE(beta_min=cfg.beta_min, beta_max=cfg.beta_max)
     if cfg.name == "ve":
         return VESDE(sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)
-    raise ValueError(f"config.sde.name: expected 'vp', 've' or 'subvp', got {cfg.name!r}.")
+    raise ValueError(f"config.sde.name: expected 'vp', 've', 'subvp' or 'ddpm', got {cfg.name!r}.")
 
 
 def load_data(config) -> dict[str, Any]:
@@ -88,11 +101,73 @@ def make_batch_fn(config, data, split: str = "train", *, process_index: int = 0,
     return image_batch
 
 
+def ncsn_ladder(sde, num_scales: int) -> tuple[jax.Array, jax.Array]:
+    r"""NCSN's noise ladder as the SDE's times: ``(ts [L], sigmas [L])`` with ``ts`` the levels
+    ``annealed_langevin`` visits with ``steps = L`` on its default uniform grid (``time_grid(sde, L)[1:]``:
+    :math:`t_i = T - i(T - t_{min})/L`, i = 1..L) and ``sigmas`` their :math:`\sigma_t/\alpha_t`. For a VE
+    SDE this is the geometric ladder :math:`\sigma_{min}(\sigma_{max}/\sigma_{min})^{t_i}` of Song & Ermon
+    (2019), so training (``loss.name = "ncsn"``) and sampling use the same levels, bit for bit."""
+    ts = time_grid(sde, int(num_scales), "uniform")[1:]
+    return ts, sde.sigma_ratio(ts)
+
+
+def ve_sigmas_for_ladder(sigma_first: float, sigma_last: float, num_scales: int) -> tuple[float, float]:
+    r"""``(sigma_min, sigma_max)`` of the VE SDE whose :func:`ncsn_ladder` of ``num_scales`` L levels runs
+    from ``sigma_first`` down to ``sigma_last`` (NCSN's :math:`\sigma_1 > \dots > \sigma_L`, geometric):
+    the levels sit at :math:`t_i \approx 1 - i/L`, so :math:`\sigma_{min} = \sigma_L` and
+    :math:`\sigma_{max} = \sigma_L(\sigma_1/\sigma_L)^{L/(L-1)}` (exact up to the VE SDE's
+    :math:`t_{min} = 10^{-5}`: relative error :math:`\le 10^{-5}\log(\sigma_{max}/\sigma_{min})`)."""
+    num_scales = int(num_scales)
+    if num_scales < 2 or not 0 < sigma_last < sigma_first:
+        raise ValueError(f"ve_sigmas_for_ladder: expected num_scales >= 2 and 0 < sigma_last < sigma_first, got "
+                         f"num_scales={num_scales}, sigma_first={sigma_first}, sigma_last={sigma_last}.")
+    return float(sigma_last), float(sigma_last * (sigma_first / sigma_last) ** (num_scales / (num_scales - 1)))
+
+
+def _noisy_score_matching(objective, score_apply, params, key, x0, sde, t_lo, **kw):
+    r"""Implicit / sliced score matching of the diffused marginals: per example
+    :math:`t\sim U(t_{min}, T)`, :math:`x_t\sim p_t`, the objective of :math:`s_\theta(\cdot, t)` on that one
+    point, weighted by :math:`\lambda(t) = \sigma_t^2` (so every t contributes O(d), as DSM's
+    ``"sigma2"`` weighting). Its minimiser is the score of every :math:`p_t` without knowing the kernel.
+    ``objective(apply, params, key, x [1, *D], t [1]) -> scalar``; returns the batch mean."""
+    k_t, k_x, k_obj = jax.random.split(key, 3)
+    t = jax.random.uniform(k_t, x0.shape[:1], x0.dtype, minval=t_lo, maxval=sde.T)
+    x_t, _ = sde.marginal_sample(k_x, x0, t)
+    keys = jax.random.split(k_obj, x0.shape[0])
+    def one(k, x, tt, kw1):  # per-example keyword arrays (labels) get their batch axis back
+        return objective(score_apply, params, k, x[None], tt[None], **{n: v[None] for n, v in kw1.items()})
+
+    per = jax.vmap(one)(keys, x_t, t, kw)
+    _, sigma = sde.marginal_coefs(t)
+    return jnp.mean(sigma**2 * per)
+
+
 def make_loss_fn(config, model, sde) -> Callable:
-    """``loss_fn(params, key, batch) -> scalar``; dropout keys are split from ``key``."""
+    """``loss_fn(params, key, batch) -> scalar``; dropout keys are split from ``key``.
+
+    ``config.loss.name`` (:data:`jaxscore.config.LOSS_NAMES`):
+
+    * ``continuous_dsm``: :func:`jaxscore.losses.continuous_dsm_loss` with ``loss.weighting`` (a name
+      or ``"module:function"``, :func:`jaxscore.config.resolve_weighting`) and ``loss.t_sampling``
+      (``"uniform"`` or ``"importance"``);
+    * ``eps`` / ``x0`` / ``v``: the direct objectives (integer timesteps on a ``ddpm`` SDE);
+    * ``edm``: :func:`jaxscore.losses.edm_loss`;
+    * ``ncsn``: :func:`jaxscore.losses.multiscale_dsm_loss` on :func:`ncsn_ladder` (``loss.num_scales``,
+      ``loss.anneal_power``), the network fed the ladder's times;
+    * ``ism`` / ``ssm``: implicit (``loss.divergence``) / sliced (``loss.num_projections``,
+      ``loss.variance_reduced``) score matching of the diffused marginals (:func:`_noisy_score_matching`;
+      small data: ISM's exact divergence costs d JVPs).
+    """
+    from jaxscore.config import resolve_weighting
+
     name = config.loss.name
     param = config.model.parameterization
     label_dropout = float(config.training.get("label_dropout", 0.0))
+    lc = config.loss
+    num_timesteps = sde.num_steps if config.sde.name == "ddpm" else None  # DDPM: integer timesteps
+    weighting = resolve_weighting(lc.get("weighting", "sigma2"))
+    if name == "ncsn":
+        ladder_ts, ladder_sigmas = ncsn_ladder(sde, int(lc.get("num_scales", 10)))
 
     def loss_fn(params, key, batch):
         loss_key, dropout_key = jax.random.split(key)
@@ -107,17 +182,43 @@ def make_loss_fn(config, model, sde) -> Callable:
         x0 = batch["x"]
         if name == "continuous_dsm":
             return losses.continuous_dsm_loss(apply, params, loss_key, x0, sde, parameterization=param,
-                                              weighting=config.loss.weighting, reduce_mean=config.loss.reduce_mean, **kw)
+                                              weighting=weighting, t_sampling=lc.get("t_sampling", "uniform"),
+                                              reduce_mean=config.loss.reduce_mean, **kw)
         if name in ("eps", "x0", "v"):
             if param != name:
                 raise ValueError(f"config.loss.name={name!r} trains a {name!r} network: set config.model.parameterization={name!r}.")
             fn = {"eps": losses.eps_loss, "x0": losses.x0_loss, "v": losses.v_loss}[name]
-            return fn(apply, params, loss_key, x0, sde, reduce_mean=config.loss.reduce_mean, **kw)
+            return fn(apply, params, loss_key, x0, sde, reduce_mean=config.loss.reduce_mean,
+                      num_timesteps=num_timesteps, **kw)
+        if name in ("ncsn", "ism", "ssm"):
+            def score_apply(p, x, t, **k):  # the network as a score at (x, t), whatever its parameterization
+                return make_score_fn(apply, p, sde, param, **k)(x, t)
+
+        if name == "ncsn":
+            def ladder_apply(p, x, idx, **k):  # ladder index -> the level's time
+                return score_apply(p, x, ladder_ts[idx].astype(x.dtype), **k)
+
+            return losses.multiscale_dsm_loss(ladder_apply, params, loss_key, x0, ladder_sigmas.astype(x0.dtype),
+                                              noise_input="index", anneal_power=float(lc.get("anneal_power", 2.0)),
+                                              reduce_mean=config.loss.reduce_mean, **kw)
+        if name == "ism":
+            def ism(a, p, k, x, t, **kk):
+                return losses.implicit_score_matching(a, p, x, t=t, key=k, divergence=lc.get("divergence", "exact"),
+                                                      reduce_mean=config.loss.reduce_mean, **kk)
+
+            return _noisy_score_matching(ism, score_apply, params, loss_key, x0, sde, sde.t_min, **kw)
+        if name == "ssm":
+            def ssm(a, p, k, x, t, **kk):
+                return losses.sliced_score_matching(a, p, k, x, t=t, num_projections=int(lc.get("num_projections", 1)),
+                                                    variance_reduced=bool(lc.get("variance_reduced", True)),
+                                                    reduce_mean=config.loss.reduce_mean, **kk)
+
+            return _noisy_score_matching(ssm, score_apply, params, loss_key, x0, sde, sde.t_min, **kw)
         if name == "edm":
             if param != "edm":
                 raise ValueError("config.loss.name='edm' needs config.model.parameterization='edm'.")
             return losses.edm_loss(apply, params, loss_key, x0, reduce_mean=config.loss.reduce_mean, **kw)
-        raise ValueError(f"config.loss.name: expected continuous_dsm, eps, x0, v or edm, got {name!r}.")
+        raise ValueError(f"config.loss.name: expected continuous_dsm, eps, x0, v, edm, ncsn, ism or ssm, got {name!r}.")
 
     return loss_fn
 
