@@ -7,6 +7,7 @@ sampler and likelihood works with any of them.
 
 from jaxscore import data as data
 from jaxscore import divergence as divergence
+from jaxscore import distill as distill
 from jaxscore import evaluation as evaluation
 from jaxscore import experiment as experiment
 from jaxscore import guidance as guidance

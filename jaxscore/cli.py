@@ -1,4 +1,4 @@
-"""``jaxscore`` command line: train / sample / likelihood / eval / fid-stats / convert-inception.
+"""``jaxscore`` command line: train / distill / sample / likelihood / eval / fid-stats / convert-inception.
 
     jaxscore train --config experiments/configs/toy2d.py --workdir runs/toy2d [--config.training.n_iters=500]
     jaxscore sample --workdir runs/toy2d --sampler dpmpp_2m --steps 20 --num 4096 --out samples.npz
@@ -6,6 +6,7 @@
     jaxscore likelihood --workdir runs/digits --data test --num 256
     jaxscore eval --workdir runs/digits --num 1000 --metrics fid,kid,is,pr      # features/reference from the run's config
     jaxscore fid-stats --data cifar10_train.npz --features inception --out cifar10_ref.npz
+    jaxscore distill --config experiments/configs/digits_distill.py --teacher runs/digits --workdir runs/digits_pd
 
 ``train`` takes ``--config.a.b=value`` overrides of existing keys (an unknown key or a value of
 the wrong type is an error, exit status 2). ``sample`` and ``likelihood`` use the EMA parameters
@@ -32,6 +33,19 @@ def _train(args, overrides) -> int:
     _check_workdir(args.workdir)
     result = train_and_evaluate(config, args.workdir, allow_config_change=args.allow_config_change)
     return int(getattr(result, "exit_code", 0) or 0)
+
+
+def _distill(args, overrides) -> int:
+    from jaxscore.config import load_config
+    from jaxscore.distill.run import run_distillation
+
+    config = load_config(args.config, overrides)
+    _check_workdir(args.workdir)
+    summary = run_distillation(config, args.workdir, teacher=args.teacher, allow_config_change=args.allow_config_change)
+    for stage in summary["stages"]:
+        print(f"student: {stage['dir']} ({stage['sampler']}, {stage['steps']} step(s); "
+              f"{stage['train_steps']} training steps, {stage['minutes']:.2f} min)")
+    return 0
 
 
 def _check_workdir(workdir: str) -> None:
@@ -200,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-config-change", action="store_true", help="resume even if the config differs from the saved one")
     train.set_defaults(run=_train)
 
+    distill = sub.add_parser("distill", help="few-step students of a teacher: progressive distillation, "
+                                             "consistency distillation / training")
+    distill.add_argument("--config", required=True, help="config file with a distill section (path.py or path.py:arg)")
+    distill.add_argument("--teacher", default=None, help="the teacher's run directory, or 'exact' (a toy mixture's "
+                                                        "exact score); default: the config's distill.teacher")
+    distill.add_argument("--workdir", required=True, help="students' directory: stage run directories, distill.json")
+    distill.add_argument("--allow-config-change", action="store_true", help="resume even if the config differs from the saved one")
+    distill.set_defaults(run=_distill)
+
     sample = sub.add_parser("sample", help="draw samples with the EMA parameters of the latest checkpoint")
     sample.add_argument("--workdir", required=True)
     sample.add_argument("--sampler", default="dpmpp_2m")
@@ -278,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         args, rest = parser.parse_known_args(argv)
         overrides = [a for a in rest if a.startswith("--config.")]
         unknown = [a for a in rest if not a.startswith("--config.")]
-        if overrides and not (args.command == "train" or (args.command == "fid-stats" and args.config)):
+        if overrides and not (args.command in ("train", "distill") or (args.command == "fid-stats" and args.config)):
             unknown += overrides  # --config.* overrides only apply where a config file is loaded
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")

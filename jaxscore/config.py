@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Optional
 import ml_collections
 
 from jaxscore.data import DATASET_NAMES, DEFAULT_TEST_FRACTION, TOY_DATASETS, parse_value_range
+from jaxscore.distill import LEVEL_SAMPLING, METHODS, ODE_SOLVERS, PD_WEIGHTINGS
 from jaxscore.evaluation.extractors import FEATURES
 from jaxscore.likelihood import DIVERGENCES
 from jaxscore.losses import WEIGHTINGS
@@ -345,6 +346,38 @@ def _fid_num(value, config) -> Optional[str]:
     return None if _is_number(value) and value >= 2 else "expected an integer >= 2 when eval.fid_every > 0"
 
 
+def _halvable_steps(value, config) -> Optional[str]:
+    """``distill.base_steps``: an even integer >= 2 (each progressive stage halves it)."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 2 and value % 2 == 0
+    return None if ok else "expected an even integer >= 2 (each progressive-distillation stage halves the steps)"
+
+
+def _distill_stages(value, config) -> Optional[str]:
+    """``distill.stages``: 0 (down to one step) or how many times ``base_steps`` can be halved."""
+    base = _lookup(config, "distill.base_steps")
+    top = (base & -base).bit_length() - 1 if isinstance(base, numbers.Integral) and base > 0 else None
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value and (top is None or value <= top)
+    return None if ok else f"expected 0 (down to one step) or an integer in [1, {top}] (halvings of distill.base_steps={base})"
+
+
+def _distill_s1(value, config) -> Optional[str]:
+    s0 = _lookup(config, "distill.s0")
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and (not _is_number(s0) or value >= s0)
+    return None if ok else f"expected an integer >= distill.s0 = {s0}"
+
+
+def _model_dtype(value, config) -> Optional[str]:
+    """``model.dtype``: the network's compute dtype (:mod:`jaxscore.models.precision`)."""
+    from jaxscore.models.precision import COMPUTE_DTYPES, compute_dtype
+
+    try:
+        compute_dtype(value)
+    except ValueError:
+        return (f"expected None or one of {COMPUTE_DTYPES} (the compute dtype: bfloat16 activations and "
+                "convolutions with float32 parameters; float16 would need loss scaling and is not supported)")
+    return None
+
+
 RULES: tuple[Rule, ...] = (
     Rule("training.n_iters", count_at_least(1)),
     Rule("training.batch_size", count_at_least(1)),
@@ -362,6 +395,7 @@ RULES: tuple[Rule, ...] = (
     Rule("data.value_range", _value_range),
     Rule("sde.name", one_of(SDE_NAMES)),
     Rule("model.parameterization", one_of(PARAMETERIZATIONS)),
+    Rule("model.dtype", _model_dtype),
     Rule("loss.name", _loss_name),
     Rule("loss.weighting", _weighting),
     Rule("loss.t_sampling", one_of(T_SAMPLINGS)),
@@ -379,6 +413,16 @@ RULES: tuple[Rule, ...] = (
     Rule("eval.fid_ref", one_of(FID_REFS)),
     Rule("eval.fid_every", count_at_least(0)),
     Rule("eval.fid_num", _fid_num),
+    Rule("distill.method", one_of(METHODS)),
+    Rule("distill.base_steps", _halvable_steps),
+    Rule("distill.stages", _distill_stages),
+    Rule("distill.weighting", one_of(PD_WEIGHTINGS)),
+    Rule("distill.solver", one_of(ODE_SOLVERS)),
+    Rule("distill.level_sampling", one_of(LEVEL_SAMPLING)),
+    Rule("distill.s0", count_at_least(1)),
+    Rule("distill.s1", _distill_s1),
+    Rule("distill.p_std", greater_than(0)),
+    Rule("distill.sample_steps", count_at_least(1)),
 )
 """The value checks :func:`validate_config` applies, one per key."""
 

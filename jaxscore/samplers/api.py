@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 from jaxscore._checks import check_choice, check_key, check_shape, check_steps, format_indices, nonfinite_rows
 from jaxscore.samplers import diffrax_samplers, edm, langevin, sde_samplers, solvers
 from jaxscore.samplers.base import Sampler
+from jaxscore.samplers.consistency import CONSISTENCY
 
 
 def _registry(*samplers: Sampler) -> dict[str, Sampler]:
@@ -50,6 +51,7 @@ SAMPLERS: dict[str, Sampler] = _registry(
     edm.EDM_STOCHASTIC,
     diffrax_samplers.ODE,
     diffrax_samplers.SDE,
+    CONSISTENCY,
 )
 """name -> :class:`jaxscore.samplers.base.Sampler` (the function and its facts). A new sampler is one
 module with its function and ``Sampler`` plus one line here."""
