@@ -25,6 +25,7 @@ from jaxscore.likelihood import decode as decode
 from jaxscore.likelihood import encode as encode
 from jaxscore.likelihood import log_likelihood as log_likelihood
 from jaxscore.parameterization import make_score_fn as make_score_fn
+from jaxscore.samplers import fit_grid as fit_grid
 from jaxscore.samplers import sample as sample
 from jaxscore.samplers import sample_in_batches as sample_in_batches
 from jaxscore.samplers import sample_local_shard as sample_local_shard

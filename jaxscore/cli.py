@@ -3,7 +3,10 @@
     jaxscore train --config experiments/configs/toy2d.py --workdir runs/toy2d [--config.training.n_iters=500]
     jaxscore sample --workdir runs/toy2d --sampler dpmpp_2m --steps 20 --num 4096 --out samples.npz
     jaxscore sample --workdir runs/toy2d --sampler pc --steps 100 --option snr=0.16 --option corrector_steps=1
+    jaxscore fit-grid --workdir runs/toy2d --sampler unipc --steps 10     # writes runs/toy2d/grids/unipc_10.npz
+    jaxscore sample --workdir runs/toy2d --grid runs/toy2d/grids/unipc_10.npz --num 4096
     jaxscore likelihood --workdir runs/digits --data test --num 256
+    jaxscore likelihood --workdir runs/digits --dequant-draws 5 --t-min 1e-5 --rtol 1e-5 --atol 1e-5 --solver dopri5
     jaxscore eval --workdir runs/digits --num 1000 --metrics fid,kid,is,pr      # features/reference from the run's config
     jaxscore fid-stats --data cifar10_train.npz --features inception --out cifar10_ref.npz
     jaxscore distill --config experiments/configs/digits_distill.py --teacher runs/digits --workdir runs/digits_pd
@@ -12,7 +15,9 @@
 the wrong type is an error, exit status 2). ``sample`` and ``likelihood`` use the EMA parameters
 of the latest checkpoint in the workdir; ``sample --option key=value`` (repeatable) passes a
 sampler option, the value parsed as int, float, bool (true/false), None or else a string.
-``likelihood --data`` is ``train``, ``test`` (the run's own dataset) or an ``.npy``/``.npz`` file.
+``likelihood --data`` is ``train``, ``test`` (the run's own dataset) or an ``.npy``/``.npz`` file;
+for images its defaults are score_sde's bits/dim settings (:mod:`jaxscore.likelihood`), and it
+prints the mean with its standard error over examples (``*_sem``).
 This is the edge of the library: names (samplers, presets, datasets) are resolved here
 and in :mod:`jaxscore.experiment`, never inside the numerics.
 """
@@ -90,10 +95,35 @@ def _check_sampler_options(sampler: str, options: dict) -> None:
         raise ConfigError(f"--option: sampler {sampler!r} has no option(s) {bad}; its options are {sorted(valid)}.")
 
 
+def _grid_file(args, options: dict) -> None:
+    """``sample --grid FILE``: the fitted grid becomes the ``grid`` option; its sampler and step count are
+    the defaults of ``--sampler`` / ``--steps``, and other values given for them are an error."""
+    from jaxscore.config import ConfigError
+
+    if args.grid is None:
+        args.sampler = args.sampler or "dpmpp_2m"
+        args.steps = args.steps or 20
+        return
+    from jaxscore.samplers.fit_grid import load_grid
+
+    if "grid" in options:
+        raise ConfigError("--grid and --option grid=...: give one grid.")
+    ts, meta = load_grid(args.grid)
+    if args.sampler is not None and args.sampler != meta["sampler"]:
+        raise ConfigError(f"--grid {args.grid} was fitted for sampler {meta['sampler']!r}; expected --sampler "
+                          f"{meta['sampler']} (or no --sampler), got {args.sampler!r}.")
+    if args.steps is not None and args.steps != meta["steps"]:
+        raise ConfigError(f"--grid {args.grid} holds a {meta['steps']}-step grid; expected --steps {meta['steps']} "
+                          f"(or no --steps), got {args.steps}.")
+    args.sampler, args.steps = meta["sampler"], meta["steps"]
+    options["grid"] = ts
+
+
 def _sample(args, overrides) -> int:
     from jaxscore.commands import sample_from_workdir
 
     options = dict(args.option or ())
+    _grid_file(args, options)
     _check_sampler_options(args.sampler, options)
     path = sample_from_workdir(
         args.workdir, sampler=args.sampler, steps=args.steps, num=args.num, out=args.out,
@@ -103,17 +133,38 @@ def _sample(args, overrides) -> int:
     return 0
 
 
+def _fit_grid(args, overrides) -> int:
+    from jaxscore.commands import fit_grid_for_workdir
+
+    options = dict(args.option or ())
+    _check_sampler_options(args.sampler, options)
+    path, info = fit_grid_for_workdir(args.workdir, sampler=args.sampler, steps=args.steps, num=args.num,
+                                      iters=args.iters, reference_steps=args.reference_steps, seed=args.seed,
+                                      out=args.out, **options)
+    print(f"fitted {args.steps}-step grid for {args.sampler}: squared distance to the {info['reference_steps']}-step "
+          f"reference {info['loss_init']:.4g} -> {info['loss']:.4g} ({info['score_evals']} score evaluations, "
+          f"{info['score_vjps']} VJPs)")
+    print(f"wrote {path}")
+    return 0
+
+
 def _likelihood(args, overrides) -> int:
     from jaxscore.commands import likelihood_from_workdir
 
+    extra = {"steps": args.steps} if args.steps is not None else {}
     result = likelihood_from_workdir(
         args.workdir, data=args.data, num=args.num, divergence=args.divergence, batch_size=args.batch_size,
-        seed=args.seed,
+        seed=args.seed, dequant_draws=args.dequant_draws, t_min=args.t_min, solver=args.solver, rtol=args.rtol,
+        atol=args.atol, **extra,
     )
     for key, value in result.items():
         print(f"{key}: {value}")
     if result["num"] < args.num:
         print(f"note: asked for {args.num} examples; the data has {result['num']}, all evaluated")
+    if "bits_per_dim" in result:
+        k = result["dequant_draws"]
+        print(f"bits/dim {result['bits_per_dim']:.4f} +- {result['bits_per_dim_sem']:.4f} (standard error of the mean "
+              f"over {result['num']} images; each image's value is its mean over {k} dequantisation draw{'s' * (k > 1)})")
     return 0
 
 
@@ -203,6 +254,22 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A finite float > 0 (argparse type)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite float >= 0 (argparse type)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxscore", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -225,8 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="draw samples with the EMA parameters of the latest checkpoint")
     sample.add_argument("--workdir", required=True)
-    sample.add_argument("--sampler", default="dpmpp_2m")
-    sample.add_argument("--steps", type=positive_int, default=20)
+    sample.add_argument("--sampler", default=None, help="default: the --grid file's sampler, else dpmpp_2m")
+    sample.add_argument("--steps", type=positive_int, default=None, help="default: the --grid file's steps, else 20")
+    sample.add_argument("--grid", default=None, help="a time grid fitted by `jaxscore fit-grid` (.npz); sets the "
+                                                     "sampler and steps it was fitted for")
     sample.add_argument("--num", type=positive_int, default=64)
     sample.add_argument("--batch-size", type=positive_int, default=1024)
     sample.add_argument("--seed", type=int, default=0)
@@ -241,13 +310,39 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampler option (repeatable), e.g. --option snr=0.16 --option eta=1.0")
     sample.set_defaults(run=_sample)
 
+    fg = sub.add_parser("fit-grid", help="fit a deterministic sampler's time grid to the run's model "
+                                         "(writes WORKDIR/grids/<sampler>_<steps>.npz for `sample --grid`)")
+    fg.add_argument("--workdir", required=True)
+    fg.add_argument("--sampler", default="dpmpp_2m")
+    fg.add_argument("--steps", type=positive_int, default=10)
+    fg.add_argument("--num", type=positive_int, default=256, help="calibration batch (prior draws)")
+    fg.add_argument("--iters", type=positive_int, default=100, help="Adam steps")
+    fg.add_argument("--reference-steps", type=positive_int, default=None, help="default max(10 * steps, 100)")
+    fg.add_argument("--seed", type=int, default=0)
+    fg.add_argument("--out", default=None, help="default WORKDIR/grids/<sampler>_<steps>.npz")
+    fg.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE", help="sampler option (repeatable)")
+    fg.set_defaults(run=_fit_grid)
+
     lik = sub.add_parser("likelihood", help="mean NLL (nats) and bits/dim through the probability-flow ODE")
     lik.add_argument("--workdir", required=True)
     lik.add_argument("--data", default=None, help="'train', 'test' (the run's dataset) or an .npy/.npz file")
     lik.add_argument("--num", type=positive_int, default=256)
     lik.add_argument("--batch-size", type=positive_int, default=128)
-    lik.add_argument("--divergence", choices=("exact", "hutchinson"), default="exact")
+    lik.add_argument("--divergence", choices=("exact", "hutchinson"), default=None,
+                     help="default: hutchinson (one Rademacher probe, as score_sde) for images, exact for toy data")
     lik.add_argument("--seed", type=int, default=0)
+    lik.add_argument("--t-min", type=nonnegative_float, default=None,
+                     help="start of the probability-flow ODE (default: 1e-5 for images, score_sde's likelihood "
+                          "eps; the SDE's t_min for toy data)")
+    lik.add_argument("--rtol", type=positive_float, default=1e-5, help="ODE relative tolerance (score_sde: 1e-5)")
+    lik.add_argument("--atol", type=positive_float, default=1e-5, help="ODE absolute tolerance (score_sde: 1e-5)")
+    lik.add_argument("--solver", choices=("tsit5", "dopri5", "heun", "euler"), default=None,
+                     help="diffrax solver (default: dopri5 = score_sde's RK45 for images, tsit5 for toy data; "
+                          "euler needs --steps)")
+    lik.add_argument("--steps", type=positive_int, default=None, help="fixed uniform steps (default: adaptive)")
+    lik.add_argument("--dequant-draws", type=positive_int, default=1, metavar="K",
+                     help="images: average each image's bits/dim over K independent uniform dequantisation draws "
+                          "(and probes); score_sde's test-set protocol is 5")
     lik.set_defaults(run=_likelihood)
 
     ev = sub.add_parser("eval", help="sample quality (FID, KID, IS, precision/recall) and bits/dim of a run")

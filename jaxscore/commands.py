@@ -62,18 +62,30 @@ def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out
     return out
 
 
-def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int = 256, divergence: str = "exact",
-                            batch_size: int = 128, seed: int = 0, progress: bool = True, **likelihood_kwargs) -> dict:
-    """Mean negative log-likelihood (nats per example) and, for images, dequantised bits/dim.
+def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int = 256, divergence: str | None = None,
+                            batch_size: int = 128, seed: int = 0, progress: bool = True, dequant_draws: int = 1,
+                            t_min: float | None = None, solver: str | None = None, rtol: float = 1e-5,
+                            atol: float = 1e-5, **likelihood_kwargs) -> dict:
+    """Mean negative log-likelihood (nats per example) and, for images, dequantised bits/dim, each
+    with its standard error of the mean over examples.
 
     ``data``: ``"train"``/``"test"`` (the run's dataset) or an ``.npy``/``.npz`` file. Batch ``j``
     (rows ``[j*batch_size, ...)``) uses key ``fold_in(key(seed), j*batch_size)``. A tqdm bar
-    over batches when ``progress``. ``likelihood_kwargs`` (``rtol``, ``solver``...) go to
-    :func:`jaxscore.likelihood.log_likelihood`."""
-    from jaxscore.likelihood import bits_per_dim, log_likelihood
+    over batches when ``progress``.
+
+    Images go through :func:`jaxscore.likelihood.bits_per_dim` with score_sde's settings by default
+    (``t_min`` 1e-5, Hutchinson, ``dopri5``, ``rtol = atol = 1e-5``); ``dequant_draws = K`` averages
+    each image over K dequantisation draws (K x ``batch_size`` rows per solve), and the standard
+    errors are over images of those per-image means. Toy (continuous) data go through
+    :func:`jaxscore.likelihood.log_likelihood`: exact divergence, ``sde.t_min``, ``tsit5`` by default;
+    ``dequant_draws`` must be 1. ``likelihood_kwargs`` (``num_probes``, ``steps``...) go to the
+    likelihood function. The result also records the settings used."""
+    from jaxscore.likelihood import LIKELIHOOD_T_MIN, bits_per_dim, log_likelihood, mean_and_standard_error
 
     if int(num) < 1:
         raise ValueError(f"num: expected an integer >= 1, got {num}.")
+    if int(dequant_draws) < 1:
+        raise ValueError(f"dequant_draws: expected an integer >= 1, got {dequant_draws}.")
     config, score_fn, sde, shape, step = load_for_inference(workdir)
     dataset = load_data(config)
     split = data or "test"
@@ -84,6 +96,15 @@ def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int =
         ds = image_data.load_array_file(split) if dataset["image"] else {"x": np.load(split, allow_pickle=False)}
     key = jax.random.key(seed)
     nll, bpd = [], []
+    image = bool(dataset["image"])
+    if not image and int(dequant_draws) != 1:
+        raise ValueError(f"--dequant-draws: the data of {workdir!r} are continuous (toy), not pixels to dequantise; "
+                         f"expected 1, got {dequant_draws}.")
+    divergence = divergence or ("hutchinson" if image else "exact")
+    solver = solver or ("dopri5" if image else "tsit5")
+    t_min = (LIKELIHOOD_T_MIN if image else float(sde.t_min)) if t_min is None else float(t_min)
+    settings = {"divergence": divergence, "solver": solver, "rtol": rtol, "atol": atol, "t_min": t_min,
+                **likelihood_kwargs}
     arr = ds["images"] if dataset["image"] else ds["x"]
     arr = arr[:num]
     starts = range(0, len(arr), batch_size)
@@ -94,19 +115,21 @@ def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int =
     for i in starts:
         chunk = arr[i:i + batch_size]
         k = jax.random.fold_in(key, i)
-        if dataset["image"]:
-            b, info = bits_per_dim(k, score_fn, sde, chunk, divergence=divergence, return_info=True,
-                                   **likelihood_kwargs)
+        if image:
+            b, info = bits_per_dim(k, score_fn, sde, chunk, dequant_draws=int(dequant_draws), return_info=True,
+                                   **settings)
             bpd.append(np.asarray(b))
-            nll.append(-np.asarray(info["log_likelihood"]) if "log_likelihood" in info else np.asarray(b) * np.log(2) * np.prod(shape))
+            nll.append(-np.asarray(info["log_likelihood"]).reshape(int(dequant_draws), len(chunk)).mean(axis=0))
         else:
-            nll.append(-np.asarray(log_likelihood(k, score_fn, sde, jnp.asarray(chunk), divergence=divergence,
-                                                  **likelihood_kwargs)))
-    result = {"step": step, "num": int(len(arr)), "nll_nats": float(np.mean(np.concatenate(nll)))}
+            nll.append(-np.asarray(log_likelihood(k, score_fn, sde, jnp.asarray(chunk), **settings)))
+    nll_mean, nll_sem = mean_and_standard_error(np.concatenate(nll))
+    result = {"step": step, "num": int(len(arr)), "nll_nats": nll_mean, "nll_nats_sem": nll_sem}
     if bpd:
-        result["bits_per_dim"] = float(np.mean(np.concatenate(bpd)))
+        result["bits_per_dim"], result["bits_per_dim_sem"] = mean_and_standard_error(np.concatenate(bpd))
+        result["dequant_draws"] = int(dequant_draws)
     if dataset["mixture"] is not None and split in ("train", "test"):  # toy mixtures: the exact figure beside
         result["exact_nll_nats"] = float(-np.mean(np.asarray(dataset["mixture"].log_prob(jnp.asarray(arr)))))
+    result.update(settings)
     return result
 
 
@@ -114,6 +137,24 @@ def _check_data_file(path: str) -> None:
     """``--data``: 'train', 'test' or an existing .npy / .npz file."""
     if not (path.endswith((".npy", ".npz")) and os.path.isfile(path)):
         raise ValueError(f"--data: expected 'train', 'test' or an existing .npy/.npz file, got {path!r}.")
+
+
+def fit_grid_for_workdir(workdir: str, *, sampler: str, steps: int, num: int = 256, iters: int = 100,
+                         reference_steps: int | None = None, seed: int = 0, out: str | None = None,
+                         **options) -> tuple[str, dict]:
+    """Fit the ``steps``-step time grid of ``sampler`` to the run's EMA model
+    (:func:`jaxscore.samplers.fit_grid.fit_grid` on ``num`` prior draws from ``key(seed)``) and save it
+    (default ``WORKDIR/grids/<sampler>_<steps>.npz``) for ``jaxscore sample --grid``. Returns
+    ``(path, info)``."""
+    from jaxscore.samplers.fit_grid import fit_grid, save_grid
+
+    config, score_fn, sde, shape, step = load_for_inference(workdir)
+    ts, info = fit_grid(jax.random.key(seed), score_fn, sde, (int(num), *shape), sampler=sampler, steps=steps,
+                        iters=iters, reference_steps=reference_steps, return_info=True, **options)
+    out = out or os.path.join(workdir, "grids", f"{sampler}_{steps}.npz")
+    meta = {"sampler": sampler, "options": options, "checkpoint_step": int(step), "num": int(num), "seed": int(seed),
+            **{k: info[k] for k in ("loss_init", "loss", "iters", "reference_steps", "score_evals", "score_vjps")}}
+    return save_grid(out, ts, meta), info
 
 
 # --- sample quality -------------------------------------------------------------------------

@@ -30,6 +30,10 @@ from jaxscore.samplers.diffrax_samplers import sde_sampler as sde_sampler
 from jaxscore.samplers.edm import edm_stochastic as edm_stochastic
 from jaxscore.samplers.edm import heun as heun
 from jaxscore.samplers.grids import GRIDS as GRIDS
+from jaxscore.samplers.fit_grid import fit_grid as fit_grid
+from jaxscore.samplers.fit_grid import grid_error as grid_error
+from jaxscore.samplers.fit_grid import load_grid as load_grid
+from jaxscore.samplers.fit_grid import save_grid as save_grid
 from jaxscore.samplers.grids import time_grid as time_grid
 from jaxscore.samplers.langevin import annealed_langevin as annealed_langevin
 from jaxscore.samplers.langevin import pc as pc
@@ -44,7 +48,8 @@ from jaxscore.samplers.solvers import unipc as unipc
 
 __all__ = [
     "GRIDS", "SAMPLERS", "Sampler", "ancestral", "annealed_langevin", "available_samplers", "ddim", "dpmpp_2m",
-    "dpmpp_2m_sde", "dpmpp_3m", "edm_stochastic", "euler_maruyama", "evals_per_step", "get_sampler", "heun",
-    "iter_sample_batches", "nfe_for_steps", "ode", "ode_sampler", "pc", "process_rows", "reverse_diffusion", "sample",
-    "sample_in_batches", "sample_local_shard", "sde", "sde_sampler", "steps_for_nfe", "time_grid", "unipc",
+    "dpmpp_2m_sde", "dpmpp_3m", "edm_stochastic", "euler_maruyama", "evals_per_step", "fit_grid", "get_sampler",
+    "grid_error", "heun", "iter_sample_batches", "load_grid", "nfe_for_steps", "ode", "ode_sampler", "pc",
+    "process_rows", "reverse_diffusion", "sample", "sample_in_batches", "sample_local_shard", "save_grid", "sde",
+    "sde_sampler", "steps_for_nfe", "time_grid", "unipc",
 ]
