@@ -64,6 +64,7 @@ from jaxscore.models.layers import (
     naive_downsample,
     normal_init,
 )
+from jaxscore.models.precision import compute_dtype, output_dtype
 
 Array = jax.Array
 
@@ -103,7 +104,10 @@ class UNet(nn.Module):
     ``fourier_scale``; ``num_classes``; ``resblock`` ``"biggan"|"ddpm"``; ``resamp_with_conv``;
     ``fir`` / ``fir_kernel``; ``progressive_input`` ``"none"|"input_skip"|"residual"``;
     ``progressive_combine`` ``"sum"|"cat"``; ``skip_rescale``; ``init_scale``; ``num_groups``
-    (None: ``min(C//4, 32)``); ``num_heads``; ``activation``; ``dtype`` (computation dtype, params f32).
+    (None: ``min(C//4, 32)``); ``num_heads``; ``activation``; ``dtype`` the compute dtype
+    (None / ``"float32"`` / ``"bfloat16"``: bfloat16 activations and convs, float32 params, time
+    embedding, GroupNorm statistics, softmax and output head; the output is float32 either way,
+    see :mod:`jaxscore.models.precision`).
     """
 
     ch: int = 128
@@ -159,17 +163,19 @@ class UNet(nn.Module):
         x, t = self._check(x, t)
         act = get_activation(self.activation)
         ch, nres = self.ch, len(self.ch_mult)
-        out_dtype = x.dtype
-        if self.dtype is not None:
-            x = x.astype(self.dtype)
+        dtype = compute_dtype(self.dtype)  # None (float32) or a numpy dtype; raises on unknown names
+        out_dtype = output_dtype(x.dtype)
+        if dtype is not None:
+            x = x.astype(dtype)
 
-        # --- time (+ label) embedding --------------------------------------------------------
+        # --- time (+ label) embedding: sin/cos of scale * t in float32 (1000 t in bfloat16 would be
+        # off by up to 2, i.e. by whole DDPM timesteps); the two dense layers in the compute dtype
         kind = EMBEDDINGS[self.embedding] if self.embedding in EMBEDDINGS else self.embedding
         scale = resolve_embedding_scale(self.embedding, self.embedding_scale)
         emb_dim = 2 * ch if kind == "fourier" else ch
         temb = make_embedding(kind, emb_dim, fourier_scale=self.fourier_scale)(scale * t)
-        temb = dense(4 * ch, dtype=self.dtype, name="Dense_temb_0")(temb)
-        temb = dense(4 * ch, dtype=self.dtype, name="Dense_temb_1")(act(temb))
+        temb = dense(4 * ch, dtype=dtype, name="Dense_temb_0")(temb)
+        temb = dense(4 * ch, dtype=dtype, name="Dense_temb_1")(act(temb))
         lab = label_or_null(labels, x.shape[0], self.num_classes, type(self).__name__)
         if lab is not None:
             temb = temb + nn.Embed(self.num_classes + 1, 4 * ch, embedding_init=normal_init(1.0), name="label_embedding")(lab).astype(temb.dtype)
@@ -180,7 +186,7 @@ class UNet(nn.Module):
             init_scale=self.init_scale,
             act=act,
             num_groups=self.num_groups,
-            dtype=self.dtype,
+            dtype=dtype,
         )
         if self.resblock == "biggan":
 
@@ -198,12 +204,12 @@ class UNet(nn.Module):
                 skip_rescale=self.skip_rescale,
                 init_scale=self.init_scale,
                 num_groups=self.num_groups,
-                dtype=self.dtype,
+                dtype=dtype,
             )
 
         # --- downsampling path ------------------------------------------------------------------
         input_pyramid = x if self.progressive_input != "none" else None
-        hs = [conv3x3(ch, dtype=self.dtype, name="Conv_in")(x)]
+        hs = [conv3x3(ch, dtype=dtype, name="Conv_in")(x)]
         for i_level in range(nres):
             for _ in range(self.num_res_blocks):
                 h = res_block(ch * self.ch_mult[i_level])(hs[-1], temb, train)
@@ -215,17 +221,17 @@ class UNet(nn.Module):
                     h = res_block(down=True)(hs[-1], temb, train)
                 else:
                     h = Downsample(
-                        with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=self.dtype
+                        with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=dtype
                     )(hs[-1])
                 if self.progressive_input == "input_skip":
                     input_pyramid = (
                         fir_downsample(input_pyramid, tuple(self.fir_kernel)) if self.fir else naive_downsample(input_pyramid)
                     )
-                    proj = conv1x1(h.shape[-1], dtype=self.dtype)(input_pyramid)
+                    proj = conv1x1(h.shape[-1], dtype=dtype)(input_pyramid)
                     h = proj + h if self.progressive_combine == "sum" else jnp.concatenate([proj, h], axis=-1)
                 elif self.progressive_input == "residual":
                     input_pyramid = Downsample(
-                        h.shape[-1], with_conv=True, fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=self.dtype
+                        h.shape[-1], with_conv=True, fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=dtype
                     )(input_pyramid)
                     input_pyramid = (input_pyramid + h) / math.sqrt(2.0) if self.skip_rescale else input_pyramid + h
                     h = input_pyramid
@@ -248,12 +254,14 @@ class UNet(nn.Module):
                     h = res_block(up=True)(h, temb, train)
                 else:
                     h = Upsample(
-                        with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=self.dtype
+                        with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=dtype
                     )(h)
         assert not hs
 
-        h = act(nn.GroupNorm(group_count(h.shape[-1], self.num_groups), epsilon=1e-6, dtype=self.dtype, name="GroupNorm_out")(h))
-        h = conv3x3(x.shape[-1], init_scale=self.init_scale, dtype=self.dtype, name="Conv_out")(h)
+        # output head in float32 (a negligible share of the FLOPs): the returned eps / x0 / score is not
+        # rounded to the compute dtype, so losses, samplers and likelihoods stay float32
+        h = act(nn.GroupNorm(group_count(h.shape[-1], self.num_groups), epsilon=1e-6, dtype=out_dtype, name="GroupNorm_out")(h))
+        h = conv3x3(x.shape[-1], init_scale=self.init_scale, dtype=out_dtype, name="Conv_out")(h)
         return h.astype(out_dtype)
 
 

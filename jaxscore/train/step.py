@@ -23,6 +23,12 @@ mean, so every replica agrees), the update is skipped: params, EMA and optimizer
 stay as they were, ``step`` still increments (the bad batch is consumed, not retried) and
 ``metrics["skipped"] = 1``. (The optimizer's own count, and so the warmup schedule,
 advances only on applied updates.)
+
+Mixed precision: the step is dtype-agnostic. A network with a bfloat16 compute dtype
+(``model.dtype``, :mod:`jaxscore.models.precision`) keeps float32 parameters and returns float32
+outputs, so gradients (cotangents of float32 parameters), the optimizer state and the EMA are
+float32; the per-example losses are promoted to at least float32 before their mean, and aux
+entries are cast to float32. bfloat16 has float32's exponent range, so no loss scaling is done.
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ def _as_loss_and_aux(loss_fn: LossFn) -> Callable:
             raise ValueError(f"loss_fn: expected a scalar loss, got shape {tuple(loss.shape)}.")
         if not jnp.issubdtype(loss.dtype, jnp.floating):
             raise TypeError(f"loss_fn: expected a floating-point loss, got dtype {loss.dtype}.")
-        return loss, dict(aux)
+        # the reduction over examples (and replicas) in at least float32, whatever the compute dtype
+        return loss.astype(jnp.promote_types(loss.dtype, jnp.float32)), dict(aux)
 
     return wrapped
 
