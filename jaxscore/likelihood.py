@@ -28,10 +28,54 @@ depend on the rest of the batch beyond float round-off.
 
 NFE counts augmented-field evaluations per example; each costs one score evaluation plus
 ``d`` (exact) or ``num_probes`` (Hutchinson) JVPs through ``score_fn``.
+
+**Bits/dim comparable to score_sde.** :func:`bits_per_dim`'s defaults are the settings of
+score_sde's ``likelihood.get_likelihood_fn`` as its ``run_lib.evaluate`` calls it (Song et al.,
+2021, github.com/yang-song/score_sde), for the VE, VP and sub-VP SDEs alike:
+
+* ``t_min = 1e-5`` (:data:`LIKELIHOOD_T_MIN`): their ``eps=1e-5``, the time the probability-flow
+  ODE starts from, "for numerical stability". ``run_lib`` never overrides it, so it holds for VP
+  and sub-VP as well, whose *sampling* ``eps`` (and this package's ``VPSDE().t_min``) is 1e-3.
+  The density reported is the model's :math:`p_{10^{-5}}` (score_sde calls it the model's
+  :math:`p_0`).
+* ``solver="dopri5"``, ``rtol = atol = 1e-5``: their ``scipy.integrate.solve_ivp(method="RK45",
+  rtol=1e-5, atol=1e-5)``. RK45 is the Dormand–Prince 5(4) pair, diffrax's ``Dopri5``; both
+  accept a step when the RMS over components of ``err / (atol + rtol max(|y|, |y_new|))`` is
+  below 1 and rescale the step by ``0.9 err^{-1/5}`` (clipped to [0.2, 10]; diffrax never
+  shrinks after an accepted step, scipy by at most 0.9). The tolerances apply to x and to the
+  log-density integral alike (score_sde concatenates them into one state).
+* ``divergence="hutchinson"``, one Rademacher probe per example drawn once per solve
+  (their ``hutchinson_type='Rademacher'``, ``epsilon`` drawn once per batch).
+* Prior ``log p_T(z) = sde.prior_log_prob(z)``: N(0, I) for VP / sub-VP, N(0, sigma_max^2 I)
+  for VE (their ``sde.prior_logp``).
+* Dequantisation and offset: uniform noise on the 256 levels, ``x = lo + (hi - lo)(k + u)/256``
+  (their ``(u + 255 img)/256`` in [0, 1), then ``2x - 1`` when ``data.centered``), and
+  ``bpd = -log2 p(x)/D + log2(256/(hi - lo))``: +7 on [-1, 1] and +8 on [0, 1], their
+  ``offset = log2(grad(inverse_scaler)(0)) + 8`` (7 centred, 8 not).
+* Several dequantisation draws: score_sde's test-split evaluation averages 5 passes over the
+  test set (``bpd_num_repeats = 5``), each with fresh dequantisation noise and fresh probes;
+  ``dequant_draws=5`` is that estimator (the mean over images of per-image means over draws,
+  equal to their mean over all images x repeats). The default is 1 draw: the same expectation,
+  more variance.
+
+What differs, and why: (1) each example is solved on its own (``vmap``; own steps and error
+control), where score_sde solves the whole flattened batch as one state whose RMS error meets
+the tolerance, so per-example accuracy here is at least as tight and does not depend on the
+batch; (2) the first step is ``dt0 = 0.01 (T - t_min)`` instead of scipy's initial-step
+heuristic (two extra evaluations); (3) the solve runs in the data's dtype (float32), scipy's in
+float64 around float32 network evaluations. (1)–(3) move results by solver error (<= the
+tolerances), not in expectation. Training: score_sde samples continuous training times from
+U(1e-5, 1); this package's losses default to ``sde.t_min`` (1e-3 for VP / sub-VP), so a model
+trained with that default is evaluated at t < its training range at t_min = 1e-5 (pass
+``t_min=sde.t_min`` to stay inside it, at the cost of comparability).
+
+:func:`log_likelihood` (continuous data, toy densities) keeps its own defaults: the SDE's
+``t_min``, exact divergence, Tsit5.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -59,6 +103,9 @@ ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
+
+LIKELIHOOD_T_MIN = 1e-5
+"""score_sde's ``eps`` for likelihoods (``get_likelihood_fn(eps=1e-5)``): :func:`bits_per_dim`'s default ``t_min``."""
 
 
 def log_likelihood(
@@ -123,21 +170,41 @@ def log_likelihood(
     """
     check_key(key)
     x = check_finite_rows("x", check_float_array("x", x, min_ndim=2))
+    logp, info = _checked_log_likelihood(
+        example_keys(key, x.shape[0]), score_fn, sde, x, divergence=divergence, probe=probe, num_probes=num_probes,
+        solver=solver, rtol=rtol, atol=atol, t_min=t_min, steps=steps, max_steps=max_steps,
+        chunk_size=chunk_size, adjoint=adjoint, prior_log_prob=prior_log_prob,
+    )
+    return (logp, info) if return_info else logp
+
+
+def _checked_log_likelihood(row_keys, score_fn, sde, x, *, divergence, probe, num_probes, solver, rtol, atol,
+                            t_min, steps, max_steps, chunk_size, adjoint, prior_log_prob):
+    """Argument checks, then the solve; row ``i`` draws its probes from ``row_keys[i]``."""
+    t_min, steps = _check_solve_args(sde, divergence=divergence, probe=probe, num_probes=num_probes, solver=solver,
+                                     rtol=rtol, atol=atol, t_min=t_min, steps=steps, prior_log_prob=prior_log_prob)
+    return _log_likelihood_impl(
+        row_keys, score_fn, sde, x, divergence=divergence, probe=probe, num_probes=num_probes,
+        solver=solver, rtol=rtol, atol=atol, t_min=t_min, steps=steps, max_steps=int(max_steps),
+        chunk_size=chunk_size, adjoint=adjoint, prior_log_prob=prior_log_prob,
+    )
+
+
+def _check_solve_args(sde, *, divergence, probe, num_probes, solver, rtol, atol, t_min, steps, prior_log_prob):
+    """Checks of the solve's options; returns the resolved ``(t_min, steps)``."""
     _check_choice("divergence", divergence, DIVERGENCES)
     _check_choice("probe", probe, PROBES)
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes: expected a positive int, got {num_probes!r}.")
     if prior_log_prob is not None and not callable(prior_log_prob):
         raise TypeError(f"prior_log_prob: expected None or a callable z: [B, *D] -> [B], got {type(prior_log_prob).__name__}.")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if is_concrete(tol) and not (float(tol) > 0 and math.isfinite(float(tol))):
+            raise ValueError(f"{name}: expected a finite number > 0, got {tol!r}.")
     t_min = resolve_t_min(sde, t_min)
     steps = check_steps(steps)
     make_solver(solver, adaptive=steps is None)
-    logp, info = _log_likelihood_impl(
-        key, score_fn, sde, x, divergence=divergence, probe=probe, num_probes=num_probes,
-        solver=solver, rtol=rtol, atol=atol, t_min=t_min, steps=steps, max_steps=int(max_steps),
-        chunk_size=chunk_size, adjoint=adjoint, prior_log_prob=prior_log_prob,
-    )
-    return (logp, info) if return_info else logp
+    return t_min, steps
 
 
 def _check_choice(name, value, allowed):
@@ -146,7 +213,7 @@ def _check_choice(name, value, allowed):
 
 
 @eqx.filter_jit
-def _log_likelihood_impl(key, score_fn, sde, x, *, divergence, probe, num_probes, solver, rtol, atol,
+def _log_likelihood_impl(row_keys, score_fn, sde, x, *, divergence, probe, num_probes, solver, rtol, atol,
                          t_min, steps, max_steps, chunk_size, adjoint, prior_log_prob=None):
     adaptive = steps is None
     solver_obj = make_solver(solver, adaptive=adaptive)
@@ -178,7 +245,7 @@ def _log_likelihood_impl(key, score_fn, sde, x, *, divergence, probe, num_probes
         z, delta = sol.ys
         return z[-1], delta[-1], sol.stats, sol.result
 
-    z, delta, stats, results = jax.vmap(solve_one)(x, example_keys(key, x.shape[0]))
+    z, delta, stats, results = jax.vmap(solve_one)(x, row_keys)
     if adaptive:
         z, delta = raise_if_unfinished((z, delta), results, "log_likelihood", max_steps)
     if prior_log_prob is None:
@@ -201,52 +268,78 @@ def bits_per_dim(
     num_bins: int = 256,
     data_range: tuple[float, float] | None = None,
     dequantize: bool = True,
+    dequant_draws: int = 1,
+    t_min: float | None = LIKELIHOOD_T_MIN,
+    divergence: str = "hutchinson",
+    probe: str = "rademacher",
+    solver: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
     return_info: bool = False,
     **likelihood_kwargs: Any,
 ):
     r"""Bits per dimension of discrete data under the model, with uniform dequantisation.
 
+    The defaults are score_sde's likelihood settings (module docstring): ``t_min = 1e-5``,
+    Dopri5 (RK45) at ``rtol = atol = 1e-5``, one Rademacher Hutchinson probe, prior
+    ``sde.prior_log_prob``, 256-level uniform dequantisation and the +7 ([-1, 1]) / +8 ([0, 1])
+    offset. ``t_min=None`` means ``sde.t_min``.
+
     **Primary input: integer pixels** ``k`` in ``{0, ..., num_bins-1}`` (e.g. uint8 images,
-    [B, *D]). They are dequantised here, :math:`u \sim U[0,1)^D` per example
-    (``fold_in(k_deq, i)``), and mapped to the model's scale ``data_range = (lo, hi)``
-    (default (-1, 1), the package's image convention):
+    [B, *D]). They are dequantised here, :math:`u \sim U[0,1)^D`, and mapped to the model's scale
+    ``data_range = (lo, hi)`` (default (-1, 1), the package's image convention):
 
     .. math:: x = lo + (hi - lo)\,\frac{k + u}{\text{num\_bins}},
        \qquad \Delta = \frac{hi - lo}{\text{num\_bins}} \text{ per dimension (Jacobian)}.
 
     The dequantised bound on the discrete negative log-likelihood is
-    :math:`-\log P(k) \le -\log p(x) - D\log\Delta`, and
+    :math:`-\log P(k) \le E_u[-\log p(x)] - D\log\Delta`, and per draw
 
     .. math:: \text{bpd} = \frac{-\log p(x) - D\log\Delta}{D\ln 2}.
 
     For 256 levels on [-1, 1], :math:`-D\log\Delta = D\log 128`, i.e. bpd = -log2 p(x)/D + 7
-    (score_sde's offset). One dequantisation draw is used: average over keys for a tighter
-    estimate of the expectation over u.
+    (score_sde's offset).
+
+    **Dequantisation draws.** With ``dequant_draws = K`` each example gets K independent draws
+    (u and Hutchinson probes), and its bpd is the mean over them: an unbiased estimate of
+    :math:`E_u[\text{bpd}]` whose variance over u (and probes) is divided by K. Draw ``j`` uses
+    ``key`` (j = 0) or ``fold_in(key, j)`` (j >= 1), split into a dequantisation key and a probe
+    key; example ``i`` of draw j uses ``fold_in(·, i)`` of each, so draw 0 is the one-draw
+    result and results do not depend on how a dataset is batched. The K x B rows are solved as
+    one vmapped batch (memory: K x B rows). K = 5 is score_sde's test-split protocol.
 
     **Float input** (already dequantised, continuous values) is accepted only when the caller
-    states it: ``dequantize=False`` *and* an explicit ``data_range``. Warning: the values must
-    be (k + u)/num_bins mapped to ``data_range`` with u ~ U[0,1) already added; passing
-    un-dequantised grid values (or data scaled by 255 instead of 256) gives a meaningless,
-    optimistic bpd. Values outside ``data_range`` raise.
+    states it: ``dequantize=False`` *and* an explicit ``data_range`` (then ``dequant_draws`` must be 1).
+    Warning: the values must be (k + u)/num_bins mapped to ``data_range`` with u ~ U[0,1)
+    already added; passing un-dequantised grid values (or data scaled by 255 instead of 256)
+    gives a meaningless, optimistic bpd. Values outside ``data_range`` raise.
 
     Args:
-      key: PRNG key (split into the dequantisation key and the likelihood key).
+      key: PRNG key (per draw: split into the dequantisation key and the likelihood key).
       x: integer pixels [B, *D] (primary), or dequantised floats with the flags above.
       num_bins: number of discrete levels (256 for 8-bit data).
       data_range: ``(lo, hi)`` the model's data scale; required for float input.
       dequantize: must be True for integer input, False for float input.
-      return_info: also return ``(bpd, info)``; info is :func:`log_likelihood`'s plus
-        ``log_likelihood`` [B] (nats, continuous) and ``x`` [B, *D] (the dequantised input).
-      **likelihood_kwargs: forwarded to :func:`log_likelihood` (divergence, solver, rtol, ...).
+      dequant_draws: K >= 1 dequantisation draws per example (integer input).
+      t_min, divergence, probe, solver, rtol, atol, **likelihood_kwargs: as
+        :func:`log_likelihood` (``num_probes``, ``steps``, ``max_steps``, ``chunk_size``,
+        ``adjoint``, ``prior_log_prob``).
+      return_info: also return ``(bpd, info)``: :func:`log_likelihood`'s info over the K x B
+        solved rows (row ``j*B + i`` = draw j of example i; ``nfe`` the max over all), plus
+        ``log_likelihood`` [K*B] (nats, continuous), ``x`` [K*B, *D] (the dequantised inputs),
+        ``bpd_draws`` [K, B] and ``t_min``. For K = 1 the rows are the B examples.
 
     Returns:
-      bpd [B].
+      bpd [B] (mean over the K draws of each example).
 
     Non-finite float input raises ``ValueError`` naming the rows (see :func:`log_likelihood`).
     """
     check_key(key)
     if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
         raise ValueError(f"num_bins: expected an int >= 2, got {num_bins!r}.")
+    if isinstance(dequant_draws, bool) or not isinstance(dequant_draws, (int, np.integer)) or dequant_draws < 1:
+        raise ValueError(f"dequant_draws: expected an int >= 1, got {dequant_draws!r}.")
+    draws = int(dequant_draws)
     x = jnp.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"x: expected shape [B, *D] with at least one data axis, got {tuple(x.shape)}.")
@@ -268,23 +361,63 @@ def bits_per_dim(
                 "already uniformly dequantised, say so with dequantize=False and an explicit "
                 f"data_range=(lo, hi); got dequantize={dequantize}, data_range={data_range}."
             )
+        if draws != 1:
+            raise ValueError(f"dequant_draws: float input is already dequantised (one draw); got dequant_draws={draws}.")
         lo, hi = _check_range(data_range)
 
-    k_deq, k_ll = jax.random.split(key)
     batch = x.shape[0]
     d = math.prod(x.shape[1:])
     if is_int:
         x = _check_values(x, 0, num_bins - 1, "x (integer pixels)")
-        u = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], jnp.float32))(example_keys(k_deq, batch))
-        x_cont = lo + (hi - lo) * (x.astype(jnp.float32) + u) / num_bins
     else:
-        x_cont = _check_values(check_finite_rows("x", x), lo, hi, "x (dequantised floats)")
+        x = _check_values(check_finite_rows("x", x), lo, hi, "x (dequantised floats)")
+    kw = {"num_probes": 1, "steps": None, "max_steps": 4096, "chunk_size": None, "adjoint": None,
+          "prior_log_prob": None, **likelihood_kwargs}
+    unknown = sorted(set(kw) - {"num_probes", "steps", "max_steps", "chunk_size", "adjoint", "prior_log_prob"})
+    if unknown:
+        raise TypeError(f"bits_per_dim: unexpected keyword argument(s) {unknown}.")
+    t_min, _ = _check_solve_args(sde, divergence=divergence, probe=probe, num_probes=kw["num_probes"], solver=solver,
+                                 rtol=rtol, atol=atol, t_min=t_min, steps=kw["steps"], prior_log_prob=kw["prior_log_prob"])
+    x_cont, row_keys = _draw_rows(key, x, draws=draws, num_bins=num_bins, lo=lo, hi=hi, dequantize=bool(is_int))
     log_delta = math.log((hi - lo) / num_bins)
-    logp, info = log_likelihood(k_ll, score_fn, sde, x_cont, return_info=True, **likelihood_kwargs)
-    bpd = -(logp + d * log_delta) / (d * math.log(2.0))
+    logp, info = _checked_log_likelihood(row_keys, score_fn, sde, x_cont, divergence=divergence, probe=probe,
+                                         solver=solver, rtol=rtol, atol=atol, t_min=t_min, **kw)
+    bpd_rows = -(logp + d * log_delta) / (d * math.log(2.0))
+    bpd_draws = bpd_rows.reshape(draws, batch)
+    bpd = jnp.mean(bpd_draws, axis=0)
     if return_info:
-        return bpd, {**info, "log_likelihood": logp, "x": x_cont}
+        return bpd, {**info, "log_likelihood": logp, "x": x_cont, "bpd_draws": bpd_draws, "t_min": t_min}
     return bpd
+
+
+@functools.partial(jax.jit, static_argnames=("draws", "num_bins", "lo", "hi", "dequantize"))
+def _draw_rows(key, x, *, draws, num_bins, lo, hi, dequantize):
+    """``(x_cont [K*B, *D], row_keys [K*B])``, row ``j*B + i`` = draw j of example i. Draw j's key is
+    ``key`` (j = 0) or ``fold_in(key, j)``, split into (dequantisation key, likelihood key); example
+    i takes ``fold_in(·, i)`` of each. Integer ``x`` is dequantised, ``lo + (hi - lo)(k + u)/num_bins``."""
+    batch = x.shape[0]
+    draw_keys = jnp.concatenate([key[None], jax.vmap(lambda j: jax.random.fold_in(key, j))(
+        jnp.arange(1, draws, dtype=jnp.uint32))]) if draws > 1 else key[None]
+    pairs = jax.vmap(jax.random.split)(draw_keys)  # [K, 2]
+    row_keys = jax.vmap(lambda k: example_keys(k, batch))(pairs[:, 1]).reshape(-1)
+    if not dequantize:
+        return x, row_keys
+    u = jax.vmap(lambda kd: jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], jnp.float32))(
+        example_keys(kd, batch)))(pairs[:, 0])  # [K, B, *D]
+    x_cont = lo + (hi - lo) * (x.astype(jnp.float32)[None] + u) / num_bins
+    return x_cont.reshape(draws * batch, *x.shape[1:]), row_keys
+
+
+def mean_and_standard_error(values) -> tuple[float, float]:
+    r"""``(mean, standard error of the mean)`` of per-example values ``[N]`` (e.g. bpd of N images):
+    :math:`\bar v` and :math:`s/\sqrt N` with :math:`s` the sample standard deviation (ddof = 1);
+    the error is NaN for N < 2. With K dequantisation draws per example the values are the
+    per-example means over draws, so the error covers images, dequantisation and probes."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    if v.size == 0:
+        raise ValueError("mean_and_standard_error: expected at least one value, got none.")
+    sem = float(np.std(v, ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
+    return float(np.mean(v)), sem
 
 
 def _check_range(data_range):
@@ -380,4 +513,4 @@ def _pf_impl(score_fn, sde, x, t0, t1, *, solver, steps, rtol, atol, max_steps, 
                                   max_steps=max_steps, adjoint=adjoint)
 
 
-__all__ = ["bits_per_dim", "decode", "encode", "log_likelihood"]
+__all__ = ["LIKELIHOOD_T_MIN", "bits_per_dim", "decode", "encode", "log_likelihood", "mean_and_standard_error"]

@@ -22,10 +22,11 @@ import jax.numpy as jnp
 import pytest
 
 from jaxscore.data.toy import gaussian, random_mixture, ring_mixture
-from jaxscore.likelihood import bits_per_dim, decode, encode, log_likelihood
+from jaxscore.likelihood import bits_per_dim, decode, encode, log_likelihood, mean_and_standard_error
 from jaxscore.sde import SubVPSDE, VESDE, VPSDE
 
 KEY = jax.random.key(0)
+RING_SETTINGS = {"t_min": None, "divergence": "exact", "solver": "tsit5"}  # None: the SDE's t_min
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,8 @@ def test_bits_per_dim_uint8(ring):
     likelihood, so the compiled solve is reused."""
     sde, mix, sf, _, _, _ = ring
     k = _ring_pixels(mix, 64)
-    bpd, info = bits_per_dim(KEY, sf, sde, k, data_range=(-8.0, 8.0), return_info=True)
+    bpd, info = bits_per_dim(KEY, sf, sde, k, data_range=(-8.0, 8.0), return_info=True,
+                             **RING_SETTINGS)  # log_likelihood's defaults, as the ring fixture
     x = np.asarray(info["x"])
     assert bpd.shape == (64,) and bool(jnp.all(bpd > 0))
     # dequantised inside the right bins: x = lo + (hi - lo)(k + u)/256, u in [0, 1)
@@ -275,3 +277,150 @@ def test_likelihood_solve_that_cannot_finish_names_the_likely_cause():
     with pytest.raises(Exception, match=r"log_likelihood: the adaptive solve of some rows did not reach its end "
                                          r"time within max_steps=16 steps\. A score_fn returning NaN or inf"):
         jax.block_until_ready(log_likelihood(KEY, broken, sde, x, max_steps=16))
+
+
+# --- score_sde-comparable bits/dim against a Gaussian's closed form (issue 14) -----------------
+#
+# "Images" of D = 4 pixels ([B, 2, 2, 1], 256 levels on [-1, 1]) whose model is the exact score of
+# N(mu, S) diffused by the VP SDE: p_t = N(a_t mu, C_t), C_t = a_t^2 S + s_t^2 I. S has eigenvalues
+# 0.005..0.02 (pixel-like spread), so p_{1e-5} and p_{1e-3} differ measurably. For a pixel vector k
+# dequantised as x = -1 + D(k + u), D = 2/256, u ~ U[0,1)^4, the expected bits/dim is closed form:
+#   E_u[-log N(x; m, C)] = (D log 2 pi + log|C| + (c - m)^T P (c - m) + (D^2/12) tr P) / 2,
+#   c = -1 + D(k + 1/2), P = C^{-1};   E_u[bpd] = (E_u[-log p] - D log D) / (D ln 2).
+# The references below are numpy float64, independent of jaxscore.data.toy.
+
+GAUSS_D = 4
+GAUSS_DELTA = 2.0 / 256
+
+
+@pytest.fixture(scope="module")
+def pixel_gaussian():
+    rng = np.random.default_rng(14)
+    q = np.linalg.qr(rng.standard_normal((GAUSS_D, GAUSS_D)))[0]
+    lam = rng.uniform(0.005, 0.02, GAUSS_D)
+    mean = 0.3 * rng.standard_normal(GAUSS_D)
+    sde = VPSDE()
+    qj, lamj, meanj = jnp.asarray(q, jnp.float32), jnp.asarray(lam, jnp.float32), jnp.asarray(mean, jnp.float32)
+
+    def score_fn(x, t):  # exact score of p_t: -C_t^{-1}(x - a_t mu), [B, 2, 2, 1] -> [B, 2, 2, 1]
+        a, s = sde.marginal_coefs(t)
+        y = (x.reshape(x.shape[0], GAUSS_D) - a[:, None] * meanj) @ qj
+        return (-(y / (a[:, None] ** 2 * lamj + s[:, None] ** 2)) @ qj.T).reshape(x.shape)
+
+    def moments(t):
+        a, s = (float(v) for v in sde.marginal_coefs(jnp.asarray(t, jnp.float32)))
+        cov = q @ np.diag(a**2 * lam + s**2) @ q.T
+        return a * mean, cov
+
+    def log_density(x, t):  # log N(x; a_t mu, C_t), x: [N, D] float64
+        m, cov = moments(t)
+        r = np.asarray(x, np.float64).reshape(-1, GAUSS_D) - m
+        _, logdet = np.linalg.slogdet(cov)
+        return -0.5 * (np.einsum("ni,ij,nj->n", r, np.linalg.inv(cov), r) + logdet + GAUSS_D * math.log(2 * math.pi))
+
+    def expected_bpd(k, t):  # closed-form E_u[bpd] of pixel vectors k: [N, 2, 2, 1]
+        m, cov = moments(t)
+        prec = np.linalg.inv(cov)
+        r = -1.0 + GAUSS_DELTA * (np.asarray(k, np.float64).reshape(-1, GAUSS_D) + 0.5) - m
+        nll = 0.5 * (GAUSS_D * math.log(2 * math.pi) + np.linalg.slogdet(cov)[1]
+                     + np.einsum("ni,ij,nj->n", r, prec, r) + GAUSS_DELTA**2 / 12 * np.trace(prec))
+        return (nll - GAUSS_D * math.log(GAUSS_DELTA)) / (GAUSS_D * math.log(2))
+
+    def pixels(num, seed):
+        x = mean + rng_normal(seed, num) @ (q * np.sqrt(lam)).T
+        return np.clip(np.floor((x + 1) / 2 * 256), 0, 255).astype(np.uint8).reshape(num, 2, 2, 1)
+
+    def rng_normal(seed, num):
+        return np.random.default_rng(seed).standard_normal((num, GAUSS_D))
+
+    m_T, cov_T = moments(sde.T)
+    prec_T, logdet_T = jnp.asarray(np.linalg.inv(cov_T), jnp.float32), float(np.linalg.slogdet(cov_T)[1])
+
+    def log_p_T(z):  # exact log p_T(z) in place of the N(0, I) prior: [B, 2, 2, 1] -> [B]
+        r = z.reshape(z.shape[0], GAUSS_D) - jnp.asarray(m_T, jnp.float32)
+        return -0.5 * (jnp.einsum("ni,ij,nj->n", r, prec_T, r) + logdet_T + GAUSS_D * math.log(2 * math.pi))
+
+    return sde, score_fn, log_density, log_p_T, expected_bpd, pixels
+
+
+def test_bits_per_dim_defaults_are_score_sde_and_unbiased(pixel_gaussian):
+    """Default settings (score_sde's: t_min 1e-5, Hutchinson with one Rademacher probe, dopri5 at
+    rtol = atol = 1e-5, N(0, I) prior, +7 offset) on 64 images x 4 dequantisation draws: the mean
+    over images of (bpd - closed-form E_u[bpd]) is 0 within 4 standard errors (paired over images)
+    plus the solver's 1e-3 nats/dim. (The N(0, I) prior's error, -a_T mu.z per row, averages to
+    -a_T^2 |mu|^2 / 2 ~ 1e-5 nats over z ~ p_T.)"""
+    sde, score_fn, _, _, expected_bpd, pixels = pixel_gaussian
+    k = pixels(64, 0)
+    bpd, info = bits_per_dim(KEY, score_fn, sde, k, dequant_draws=4, return_info=True)
+    assert info["t_min"] == 1e-5 and bpd.shape == (64,) and info["bpd_draws"].shape == (4, 64)
+    assert info["x"].shape == (256, 2, 2, 1) and info["log_likelihood"].shape == (256,)
+    np.testing.assert_allclose(bpd, np.asarray(info["bpd_draws"]).mean(0), rtol=1e-6)
+    # bits/dim = -log2 p(x)/D + log2(256/2) = ... + 7: score_sde's offset for data on [-1, 1]
+    np.testing.assert_allclose(np.asarray(info["bpd_draws"]).reshape(-1),
+                               -np.asarray(info["log_likelihood"]) / (GAUSS_D * math.log(2)) + 7.0, rtol=1e-6)
+    # every draw dequantises inside its pixel's bin, and the draws differ
+    x = np.asarray(info["x"]).reshape(4, 64, GAUSS_D)
+    np.testing.assert_array_equal(np.floor((x + 1) / GAUSS_DELTA).astype(np.uint8),
+                                  np.broadcast_to(k.reshape(64, GAUSS_D), x.shape))
+    assert np.all(x[0] != x[1])
+    dev = np.asarray(bpd) - expected_bpd(k, 1e-5)
+    mean, sem = mean_and_standard_error(dev)
+    assert 0 < sem < 0.05
+    assert abs(mean) < 4 * sem + 1e-3 / math.log(2), (mean, sem)
+
+
+def test_dequant_draws_shrink_the_error_as_one_over_sqrt_k(pixel_gaussian):
+    """16 images x 16 draws (default settings; 256 rows, the solve compiled by the test above): the
+    draws are independent, so the spread of an image's 16-draw mean around its closed-form
+    E_u[bpd] (dequantisation + probe noise) is ~1/4 of a single draw's (0.16..0.4 allowed: the
+    sampling error of two standard deviations from 16 and 256 values); correlated draws would
+    give ~1. The per-image means are unbiased."""
+    sde, score_fn, _, _, expected_bpd, pixels = pixel_gaussian
+    k = pixels(16, 1)
+    bpd16, info = bits_per_dim(KEY, score_fn, sde, k, dequant_draws=16, return_info=True)
+    expected = expected_bpd(k, 1e-5)
+    dev16 = np.asarray(bpd16) - expected
+    dev1 = np.asarray(info["bpd_draws"]) - expected  # [16 draws, 16 images]: single-draw deviations
+    mean, sem = mean_and_standard_error(dev16)
+    assert abs(mean) < 4 * sem + 1e-3 / math.log(2), (mean, sem)
+    ratio = np.std(dev16, ddof=1) / np.std(dev1, ddof=1)
+    assert 0.16 < ratio < 0.4, ratio
+
+
+def test_exact_likelihood_equals_gaussian_closed_form_at_t_min(pixel_gaussian):
+    """Exact divergence and the exact p_T = N(a_T mu, C_T) as prior: each solved row's
+    log-likelihood equals log N(x; a mu, C) at t = 1e-5 within 1e-3 nats/dim, hence also log N(x; mu, S)
+    of the data distribution itself (t = 0; the truncation costs ~ s_t^2 tr(S^-1)/2 ~ 2e-4 nats),
+    while log p_{1e-3} (this SDE's sampling t_min) is off by several times more: the default t_min is 1e-5."""
+    sde, score_fn, log_density, log_p_T, _, pixels = pixel_gaussian
+    k = pixels(64, 3)
+    _, info = bits_per_dim(KEY, score_fn, sde, k, dequant_draws=4, divergence="exact", prior_log_prob=log_p_T,
+                           return_info=True)
+    x, logp = np.asarray(info["x"]), np.asarray(info["log_likelihood"])
+    err = np.abs(logp - log_density(x, 1e-5)) / GAUSS_D
+    assert err.max() < 1e-3, err.max()
+    assert np.abs(logp - log_density(x, 0.0)).max() / GAUSS_D < 1e-3
+    assert np.mean(np.abs(logp - log_density(x, sde.t_min))) / GAUSS_D > 5 * err.mean()
+
+
+def test_mean_and_standard_error():
+    mean, sem = mean_and_standard_error([1.0, 2.0, 3.0, 6.0])
+    assert mean == 3.0 and sem == pytest.approx(np.std([1, 2, 3, 6], ddof=1) / 2)
+    assert math.isnan(mean_and_standard_error([2.5])[1])
+    with pytest.raises(ValueError, match="at least one"):
+        mean_and_standard_error([])
+
+
+def test_dequant_draws_checks(pixel_gaussian):
+    sde, score_fn, _, _, _, pixels = pixel_gaussian
+    k = pixels(2, 2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="dequant_draws: expected an int >= 1"):
+            bits_per_dim(KEY, score_fn, sde, k, dequant_draws=bad)
+    x = (k.astype(np.float32) + 0.5) * GAUSS_DELTA - 1
+    with pytest.raises(ValueError, match="already dequantised"):
+        bits_per_dim(KEY, score_fn, sde, x, data_range=(-1.0, 1.0), dequantize=False, dequant_draws=2)
+    with pytest.raises(ValueError, match="rtol: expected a finite number > 0"):
+        bits_per_dim(KEY, score_fn, sde, k, rtol=0.0)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        bits_per_dim(KEY, score_fn, sde, k, tolerance=1e-3)
