@@ -36,7 +36,9 @@ likelihood term is approximated from :math:`\hat x_0`:
   covariance, so it over-weights the data early (large t); exact as :math:`t \to 0`.
 
 Both differentiate through ``score_fn`` (one ``jax.vjp`` per evaluation: about 2-3x the cost
-of the score call alone).
+of the score call alone). They live in :mod:`jaxscore.inverse` (with the operator classes:
+inpainting, colorization, super-resolution, deblurring, dense SVD operators, and the DPS-paper,
+score_sde-replacement and DDRM samplers) and are re-exported here.
 
 Editing: :func:`sdedit` (Meng et al. 2022) diffuses a guide image to :math:`t_0` and runs a
 sampler from there.
@@ -52,17 +54,17 @@ import jax.numpy as jnp
 from jaxscore._checks import (
     broadcast_to_data,
     check_batch,
-    check_broadcasts_to,
     check_finite_number,
     check_key,
-    check_nonnegative,
-    check_positive,
 )
 from jaxscore._keys import example_keys
+from jaxscore.inverse.methods import dps as dps  # linear inverse problems live in jaxscore.inverse
+from jaxscore.inverse.methods import pigdm as pigdm
+from jaxscore.inverse.operators import grayscale_operator as grayscale_operator
+from jaxscore.inverse.operators import mask_operator as mask_operator
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 LabeledScoreFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
-LinearOp = Callable[[jax.Array], jax.Array]
 
 __all__ = [
     "classifier_free",
@@ -162,112 +164,6 @@ def classifier_guidance(score_fn: ScoreFn, log_likelihood_fn: Callable[[jax.Arra
         return score_fn(x, t) + scale * _grad_per_example(log_lik, x)
 
     return guided
-
-
-# --- linear inverse problems ----------------------------------------------------------------
-
-def mask_operator(mask) -> tuple[LinearOp, jax.Array]:
-    """Inpainting: ``A x = mask * x`` (``mask`` broadcastable to one example, e.g. ``[H, W, 1]`` for
-    ``[B, H, W, C]`` images, or to the batch ``[B, *D]``; 1 = observed). Returns ``(forward, aat)``
-    with ``aat = mask**2`` (:math:`AA^\\top` is diagonal). ``forward(x)`` raises ``ValueError`` at trace
-    time when ``mask`` does not broadcast to ``x``'s shape (a mask made for other data)."""
-    mask = jnp.asarray(mask, jnp.float32)
-
-    def forward(x):
-        check_broadcasts_to("mask", mask.shape, x.shape,
-                            hint=" (the data's shape [B, *D]; a mask of one example's shape, e.g. [H, W, 1] for "
-                                 "[B, H, W, C] images, broadcasts)")
-        return x * mask.astype(x.dtype)
-
-    return forward, mask**2
-
-
-def grayscale_operator(channels: int = 3) -> tuple[LinearOp, float]:
-    """Colorization: ``A x`` = the channel mean of NHWC images, ``[B, H, W, C] -> [B, H, W, 1]``.
-    Returns ``(forward, aat)`` with :math:`AA^\\top = I / C`."""
-
-    def forward(x):
-        if x.shape[-1] != channels:
-            raise ValueError(f"grayscale_operator: expected {channels} channels on the last axis, got shape {x.shape}.")
-        return jnp.mean(x, axis=-1, keepdims=True)
-
-    return forward, 1.0 / channels
-
-
-def _denoiser(score_fn: ScoreFn, sde, t: jax.Array) -> Callable:
-    """``x -> (x0_hat, score)``: Tweedie's mean with the score as auxiliary output (for ``jax.vjp``)."""
-
-    def f(x):
-        s = score_fn(x, t)
-        return sde.denoise(x, s, t), s
-
-    return f
-
-
-def _check_observation(forward: LinearOp, x: jax.Array, y: jax.Array) -> jax.Array:
-    y = jnp.asarray(y, x.dtype)
-    expected = jax.eval_shape(forward, x).shape
-    if y.shape != expected:
-        raise ValueError(f"y: expected shape {expected} (forward(x) for x of shape {x.shape}), got {y.shape}.")
-    return y
-
-
-def _linear_posterior_score(score_fn: ScoreFn, sde, forward: LinearOp, y, scale: float, likelihood_cov) -> ScoreFn:
-    r""":math:`s + \gamma\,(\partial \hat x_0/\partial x_t)^\top A^\top C_t^{-1}(y - A\hat x_0)` with the
-    diagonal :math:`C_t` = ``likelihood_cov(alpha, sigma, A x0_hat)`` (broadcastable to ``y``).
-
-    An entry with :math:`(C_t)_{ii} = 0` contributes 0: with ΠGDM's ``noise_std = 0`` that is an
-    entry with :math:`(AA^\top)_{ii} = 0`, a zero row of :math:`A` (an unobserved pixel of a mask),
-    which :math:`A^\top` maps to 0 anyway (dividing would give 0/0 = NaN there)."""
-
-    def guided(x, t):
-        x, t = check_batch(x, t)
-        yy = _check_observation(forward, x, y)
-        alpha, sigma = sde.marginal_coefs(t)
-        x0, vjp_denoiser, score = jax.vjp(_denoiser(score_fn, sde, t), x, has_aux=True)
-        ax0, vjp_forward = jax.vjp(forward, x0)
-        cov = likelihood_cov(alpha, sigma, ax0)
-        (g0,) = vjp_forward(jnp.where(cov > 0, (yy - ax0) / jnp.where(cov > 0, cov, 1.0), 0.0))
-        (g,) = vjp_denoiser(g0)
-        return score + scale * g
-
-    return guided
-
-
-def pigdm(score_fn: ScoreFn, sde, forward: LinearOp, y, *, noise_std: float, aat=1.0, data_var: float = 1.0,
-          scale: float = 1.0) -> ScoreFn:
-    r"""ΠGDM posterior score for :math:`y = A x_0 + N(0, \sigma_y^2 I)` (see the module docstring).
-
-    ``forward``: ``x [B, *D] -> A x [B, *M]`` (linear, per example); ``y``: [B, *M];
-    ``noise_std``: :math:`\sigma_y` (>= 0; 0 is the noiseless limit, defined for ``t > 0`` where
-    :math:`r_t^2 > 0`, masks included);
-    ``aat``: the diagonal of :math:`AA^\top`, broadcastable to ``y`` (``mask_operator`` and
-    ``grayscale_operator`` return it); ``data_var``: :math:`v`, the prior variance per
-    dimension in :math:`r_t^2` (1 for data scaled to unit variance, ~0.25 for images in [-1, 1]);
-    ``scale``: a multiplier on the likelihood term (1 = the ΠGDM posterior).
-    Refused: ``noise_std < 0``, ``data_var <= 0``, a non-finite ``scale``, and (at trace time) an
-    ``aat`` that does not broadcast to ``A x``'s shape.
-    """
-    check_nonnegative("noise_std", noise_std, why=" (sigma_y, the observation noise's standard deviation)")
-    check_positive("data_var", data_var, why=" (the prior variance per dimension in r_t^2)")
-    check_finite_number("scale", scale)
-
-    def likelihood_cov(alpha, sigma, ax0):  # sigma_y^2 + r_t^2 diag(A A^T)
-        check_broadcasts_to("aat", jnp.shape(aat), ax0.shape,
-                            hint=" (A x's shape; aat is the diagonal of A A^T, e.g. the mask_operator's for this data)")
-        r2 = data_var * sigma**2 / (alpha**2 * data_var + sigma**2)
-        return noise_std**2 + broadcast_to_data(r2, ax0) * jnp.asarray(aat, ax0.dtype)
-
-    return _linear_posterior_score(score_fn, sde, forward, y, scale, likelihood_cov)
-
-
-def dps(score_fn: ScoreFn, sde, forward: LinearOp, y, *, noise_std: float, scale: float = 1.0) -> ScoreFn:
-    r"""DPS posterior score :math:`s - \tfrac{\gamma}{2\sigma_y^2}\nabla_{x_t}\|y - A\hat x_0(x_t)\|^2`
-    (see the module docstring). ``forward`` may be any differentiable per-example map.
-    ``noise_std`` must be > 0 and ``scale`` finite."""
-    check_positive("noise_std", noise_std, why=" (DPS divides by sigma_y^2)")
-    check_finite_number("scale", scale)
-    return _linear_posterior_score(score_fn, sde, forward, y, scale, lambda alpha, sigma, ax0: noise_std**2)
 
 
 # --- editing --------------------------------------------------------------------------------
