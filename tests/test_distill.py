@@ -142,6 +142,7 @@ def _short(extra=()):
             "--config.training.batch_size=16", "--config.data.num_train=256", *extra]
 
 
+@pytest.mark.slow
 def test_cli_distill_runs_and_resumes(tmp_path, capsys):
     """``jaxscore distill`` trains a stage on the loop (checkpoints, metrics, pictures, grid.npz), resumes from
     its checkpoint, and its student samples through ``jaxscore sample`` with the stored grid's sampler."""
