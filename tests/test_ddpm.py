@@ -54,13 +54,14 @@ def test_vp_sde_is_the_continuous_limit_of_the_linear_chain():
     t = i/N differs from the VP SDE's exp(-B(t)) by the Riemann-sum error (0.5 beta_max / N in the log)
     plus 0.5 sum beta_j^2 (also O(1/N)): below 1e-3 at N = 1000 (measured 8.1e-4) and falling like 1/N."""
     vp = VPSDE(beta_min=0.1, beta_max=20.0)
-    errs = {}
-    for n in (1000, 4000):
-        chain = DiscreteVPSDE(jnp.asarray(linear_betas(n, 0.1 / n, 20.0 / n), jnp.float32), t_min=1.0 / n)
+
+    @jax.jit
+    def max_err(chain):
         t = chain.step_times()
-        a_chain, _ = chain.marginal_coefs(t)
-        a_vp, _ = vp.marginal_coefs(t)
-        errs[n] = float(jnp.max(jnp.abs(a_chain**2 - a_vp**2)))
+        return jnp.max(jnp.abs(chain.marginal_coefs(t)[0] ** 2 - vp.marginal_coefs(t)[0] ** 2))
+
+    errs = {n: float(max_err(DiscreteVPSDE(jnp.asarray(linear_betas(n, 0.1 / n, 20.0 / n), jnp.float32), t_min=1.0 / n)))
+            for n in (1000, 4000)}
     assert errs[1000] < 1e-3, errs
     assert errs[4000] < 0.3 * errs[1000], errs  # first order: 1/4 of the N = 1000 error (+ round-off)
     # the same chain built from Ho et al.'s numbers
@@ -102,13 +103,13 @@ def test_ancestral_on_the_integer_grid_is_ddpm_algorithm_2():
     x_{i-1} = (x_i - beta_i / sqrt(1 - abar_i) eps_hat) / sqrt(1 - beta_i) + sqrt(beta_tilde_i) z,
     eps_hat = -sigma_i s(x_i, t_i), and x_0 the mean. Checked on a trajectory with the exact scores of
     a two-mode mixture: each step's residual has std sqrt(beta_tilde_i) (within 8%: the MC error of
-    a std over 4000 draws is 1.1%), the last residual is 0; and the samples are the mixture's
-    (weight 0.7 within 0.03: MC std 0.007; mode std 0.5 within 0.03)."""
-    n = 1000
-    sde = DiscreteVPSDE.linear()
+    a std over 2000 draws is 1.6%), the last residual is 0; and the samples are the mixture's
+    (weight 0.7 within 0.035: MC std 0.010; mode std 0.5 within 0.035)."""
+    n = 250  # DDPM's schedule at N = 250 (beta_i = (0.1 .. 20) / N: the same continuous limit); at this N
+    sde = DiscreteVPSDE.linear(n, 0.1 / n, 20.0 / n)  # the mode stds come out 0.487 (0.498 at N = 1000; 2e4 draws)
     mix = gaussian_mixture(jnp.array([0.3, 0.7]), jnp.array([[-2.0], [2.0]]), stds=jnp.array([0.5, 0.5]))
     score = mix.score_fn(sde)
-    x0, info = sample(jax.random.key(0), score, sde, (4000, 1), sampler="ancestral", steps=n, t_min=0.0,
+    x0, info = sample(jax.random.key(0), score, sde, (2000, 1), sampler="ancestral", steps=n, t_min=0.0,
                       return_info=True, return_trajectory=True)
     ts, traj = info["ts"], info["trajectory"]
     np.testing.assert_allclose(np.asarray(ts), np.arange(n, -1, -1) / n, atol=1e-6)  # the integer grid
@@ -128,8 +129,8 @@ def test_ancestral_on_the_integer_grid_is_ddpm_algorithm_2():
     assert np.all(np.abs(ratio - 1) < 0.08), (ratio.min(), ratio.max())
 
     x = np.asarray(x0)[:, 0]
-    assert abs((x > 0).mean() - 0.7) < 0.03
-    assert abs(x[x > 0].std() - 0.5) < 0.03 and abs(x[x < 0].std() - 0.5) < 0.03
+    assert abs((x > 0).mean() - 0.7) < 0.035
+    assert abs(x[x > 0].std() - 0.5) < 0.035 and abs(x[x < 0].std() - 0.5) < 0.035
 
 
 @pytest.mark.slow
