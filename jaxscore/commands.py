@@ -80,12 +80,28 @@ def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int =
     :func:`jaxscore.likelihood.log_likelihood`: exact divergence, ``sde.t_min``, ``tsit5`` by default;
     ``dequant_draws`` must be 1. ``likelihood_kwargs`` (``num_probes``, ``steps``...) go to the
     likelihood function. The result also records the settings used."""
-    from jaxscore.likelihood import LIKELIHOOD_T_MIN, bits_per_dim, log_likelihood, mean_and_standard_error
+    from jaxscore.data import TOY_DATASETS
+    from jaxscore.experiment import build_sde
+    from jaxscore.likelihood import (LIKELIHOOD_T_MIN, bits_per_dim, check_likelihood_options, log_likelihood,
+                                     mean_and_standard_error)
 
     if int(num) < 1:
         raise ValueError(f"num: expected an integer >= 1, got {num}.")
     if int(dequant_draws) < 1:
         raise ValueError(f"dequant_draws: expected an integer >= 1, got {dequant_draws}.")
+    # settings first (from the run's config.json): a bad one is refused before the model is restored
+    run_config = load_run_config(workdir)
+    image = run_config.data.name not in TOY_DATASETS
+    if not image and int(dequant_draws) != 1:
+        raise ValueError(f"--dequant-draws: the data of {workdir!r} are continuous (toy), not pixels to dequantise; "
+                         f"expected 1, got {dequant_draws}.")
+    divergence = divergence or ("hutchinson" if image else "exact")
+    solver = solver or ("dopri5" if image else "tsit5")
+    sde = build_sde(run_config.sde)
+    t_min = (LIKELIHOOD_T_MIN if image else float(sde.t_min)) if t_min is None else float(t_min)
+    settings = {"divergence": divergence, "solver": solver, "rtol": rtol, "atol": atol, "t_min": t_min,
+                **likelihood_kwargs}
+    check_likelihood_options(sde, **{k: v for k, v in settings.items() if k not in ("max_steps", "chunk_size", "adjoint")})
     config, score_fn, sde, shape, step = load_for_inference(workdir)
     dataset = load_data(config)
     split = data or "test"
@@ -96,15 +112,6 @@ def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int =
         ds = image_data.load_array_file(split) if dataset["image"] else {"x": np.load(split, allow_pickle=False)}
     key = jax.random.key(seed)
     nll, bpd = [], []
-    image = bool(dataset["image"])
-    if not image and int(dequant_draws) != 1:
-        raise ValueError(f"--dequant-draws: the data of {workdir!r} are continuous (toy), not pixels to dequantise; "
-                         f"expected 1, got {dequant_draws}.")
-    divergence = divergence or ("hutchinson" if image else "exact")
-    solver = solver or ("dopri5" if image else "tsit5")
-    t_min = (LIKELIHOOD_T_MIN if image else float(sde.t_min)) if t_min is None else float(t_min)
-    settings = {"divergence": divergence, "solver": solver, "rtol": rtol, "atol": atol, "t_min": t_min,
-                **likelihood_kwargs}
     arr = ds["images"] if dataset["image"] else ds["x"]
     arr = arr[:num]
     starts = range(0, len(arr), batch_size)

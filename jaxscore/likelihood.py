@@ -181,7 +181,7 @@ def log_likelihood(
 def _checked_log_likelihood(row_keys, score_fn, sde, x, *, divergence, probe, num_probes, solver, rtol, atol,
                             t_min, steps, max_steps, chunk_size, adjoint, prior_log_prob):
     """Argument checks, then the solve; row ``i`` draws its probes from ``row_keys[i]``."""
-    t_min, steps = _check_solve_args(sde, divergence=divergence, probe=probe, num_probes=num_probes, solver=solver,
+    t_min, steps = check_likelihood_options(sde, divergence=divergence, probe=probe, num_probes=num_probes, solver=solver,
                                      rtol=rtol, atol=atol, t_min=t_min, steps=steps, prior_log_prob=prior_log_prob)
     return _log_likelihood_impl(
         row_keys, score_fn, sde, x, divergence=divergence, probe=probe, num_probes=num_probes,
@@ -190,8 +190,13 @@ def _checked_log_likelihood(row_keys, score_fn, sde, x, *, divergence, probe, nu
     )
 
 
-def _check_solve_args(sde, *, divergence, probe, num_probes, solver, rtol, atol, t_min, steps, prior_log_prob):
-    """Checks of the solve's options; returns the resolved ``(t_min, steps)``."""
+def check_likelihood_options(sde, *, divergence: str = "exact", probe: str = "rademacher", num_probes: int = 1,
+                             solver: str = "tsit5", rtol: float = 1e-5, atol: float = 1e-5, t_min=None, steps=None,
+                             prior_log_prob=None):
+    """The checks :func:`log_likelihood` and :func:`bits_per_dim` make of their solve options, without
+    solving (e.g. to refuse a bad setting before loading a model): ``ValueError`` / ``TypeError``
+    naming the option, expected and given values. Returns the resolved ``(t_min, steps)``
+    (``t_min=None``: ``sde.t_min``)."""
     _check_choice("divergence", divergence, DIVERGENCES)
     _check_choice("probe", probe, PROBES)
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
@@ -376,7 +381,7 @@ def bits_per_dim(
     unknown = sorted(set(kw) - {"num_probes", "steps", "max_steps", "chunk_size", "adjoint", "prior_log_prob"})
     if unknown:
         raise TypeError(f"bits_per_dim: unexpected keyword argument(s) {unknown}.")
-    t_min, _ = _check_solve_args(sde, divergence=divergence, probe=probe, num_probes=kw["num_probes"], solver=solver,
+    t_min, _ = check_likelihood_options(sde, divergence=divergence, probe=probe, num_probes=kw["num_probes"], solver=solver,
                                  rtol=rtol, atol=atol, t_min=t_min, steps=kw["steps"], prior_log_prob=kw["prior_log_prob"])
     x_cont, row_keys = _draw_rows(key, x, draws=draws, num_bins=num_bins, lo=lo, hi=hi, dequantize=bool(is_int))
     log_delta = math.log((hi - lo) / num_bins)
@@ -513,4 +518,5 @@ def _pf_impl(score_fn, sde, x, t0, t1, *, solver, steps, rtol, atol, max_steps, 
                                   max_steps=max_steps, adjoint=adjoint)
 
 
-__all__ = ["LIKELIHOOD_T_MIN", "bits_per_dim", "decode", "encode", "log_likelihood", "mean_and_standard_error"]
+__all__ = ["LIKELIHOOD_T_MIN", "bits_per_dim", "check_likelihood_options", "decode", "encode", "log_likelihood",
+           "mean_and_standard_error"]
