@@ -214,3 +214,24 @@ def test_config_runs_through_the_experiment_layer(spec, tmp_path):
     _, score_fn, sde, shape, _ = experiment.load_for_inference(str(tmp_path / "run"))
     out = sample(jax.random.key(0), score_fn, sde, (2, *shape), sampler=config.sampling.sampler, steps=2)
     assert bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_images_scale_to_unit_interval_as_well_as_centered():
+    """value_range=(0, 1) (NCSN, score_sde's centered=False): x = k/255, dequantised (k + u)/256; the same
+    batch (same seed/step/flip/dequantisation draws) as the [-1, 1] one mapped by (x + 1)/2; uint8 round trip."""
+    from jaxscore.data.pipeline import batch_at_step, scale_images, unscale_images
+
+    k = np.arange(256, dtype=np.uint8)
+    np.testing.assert_allclose(scale_images(k, (0, 1)), k / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(unscale_images(scale_images(k, (0, 1)), value_range=(0, 1)), k)
+    data = {"images": np.random.default_rng(0).integers(0, 256, (10, 4, 4, 1), dtype=np.uint8)}
+    for deq in (False, True):
+        kw = dict(global_batch_size=6, seed=3, flip=True, dequantize=deq)
+        centered = batch_at_step(data, 5, **kw)["images"]
+        unit = batch_at_step(data, 5, value_range=(0, 1), **kw)["images"]
+        assert unit.min() >= 0 and unit.max() <= 1
+        np.testing.assert_allclose(unit, (centered + 1) / 2, atol=1e-6)
+        np.testing.assert_array_equal(unscale_images(unit, dequantized=deq, value_range=(0, 1)),
+                                      unscale_images(centered, dequantized=deq))
+    with pytest.raises(ValueError, match="value_range"):
+        scale_images(k, (1, 0))

@@ -15,7 +15,8 @@ The batch for step :math:`s` is a pure function of ``(dataset, seed, s)``:
   an augmented batch are also exactly the rows of the single-host batch: the run is the same
   whatever the number of hosts.
 
-Scaling: :func:`scale_images` maps :math:`k \in \{0..255\}` to :math:`k/127.5 - 1 \in [-1, 1]`;
+Scaling: :func:`scale_images` maps :math:`k \in \{0..255\}` to :math:`k/127.5 - 1 \in [-1, 1]`
+(or to :math:`k/255 \in [0, 1]` with ``value_range=(0, 1)``, NCSN's range);
 with dequantisation, :math:`x = 2\,(k + u)/256 - 1`, :math:`u \sim U[0, 1)`, which lies in
 the bin :math:`[k/128 - 1, (k+1)/128 - 1)` (the convention of likelihood/bits-per-dim
 evaluation: the continuous density on :math:`[0,1)^D` of :math:`(k+u)/256`).
@@ -54,25 +55,49 @@ def _check_uint8(images, name="images"):
         raise TypeError(f"{name}: expected uint8 values 0..255, got dtype {got}.")
 
 
-def scale_images(images):
-    r"""uint8 :math:`k \in \{0..255\}` -> float32 :math:`x = k/127.5 - 1 \in [-1, 1]`, any shape.
+CENTERED = (-1.0, 1.0)  # jaxscore's image range (score_sde's data.centered=True)
+UNIT = (0.0, 1.0)  # NCSN's and score_sde's data.centered=False
 
-    Works on numpy and jax arrays (uses only array methods).
+
+def _check_range(value_range) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range: expected a pair (low, high) such as (-1, 1) or (0, 1), got {value_range!r}.") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise ValueError(f"value_range: expected finite (low, high) with high > low, got {value_range!r}.")
+    return lo, hi
+
+
+def scale_images(images, value_range=CENTERED):
+    r"""uint8 :math:`k \in \{0..255\}` -> float32 in ``value_range`` (lo, hi): :math:`x = lo + (hi - lo)\,k/255`.
+
+    The default :math:`[-1, 1]` is :math:`x = k/127.5 - 1` (jaxscore's convention); ``(0, 1)`` is
+    :math:`x = k/255` (NCSN, score_sde's ``centered=False``). Any shape; numpy and jax arrays.
     """
     _check_uint8(images)
-    return images.astype(np.float32) * np.float32(1.0 / 127.5) - np.float32(1.0)
+    lo, hi = _check_range(value_range)
+    if (lo, hi) == CENTERED:
+        return images.astype(np.float32) * np.float32(1.0 / 127.5) - np.float32(1.0)
+    return images.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
 
 
-def unscale_images(x, *, dequantized: bool = False):
-    r"""float in :math:`[-1, 1]` -> uint8, inverse of :func:`scale_images` (or of dequantisation).
+def unscale_images(x, *, dequantized: bool = False, value_range=CENTERED):
+    r"""float in ``value_range`` (default :math:`[-1, 1]`) -> uint8, inverse of :func:`scale_images`
+    (or of dequantisation).
 
-    ``dequantized=False``: :math:`k = \mathrm{round}((x+1)\cdot 127.5)`;
-    ``dequantized=True``: :math:`k = \lfloor (x+1)\cdot 128 \rfloor` (the bin index of
-    :func:`dequantize_images`). Values outside the range are clipped to 0..255.
+    With :math:`y = (x - lo)/(hi - lo) \in [0, 1]`: ``dequantized=False``: :math:`k = \mathrm{round}(255 y)`;
+    ``dequantized=True``: :math:`k = \lfloor 256 y \rfloor` (the bin index of :func:`dequantize_images`).
+    Values outside the range are clipped to 0..255.
     """
     dtype = getattr(x, "dtype", None)
     if dtype is None or not np.issubdtype(dtype, np.floating):
-        raise TypeError(f"x: expected a floating-point array in [-1, 1], got dtype {dtype}.")
+        raise TypeError(f"x: expected a floating-point array in {value_range}, got dtype {dtype}.")
+    lo, hi = _check_range(value_range)
+    if (lo, hi) != CENTERED:
+        y = (x - lo) * (1.0 / (hi - lo))
+        k = (y * 256.0) // 1.0 if dequantized else (y * 255.0).round()
+        return k.clip(0, 255).astype(np.uint8)
     if dequantized:
         k = ((x + 1.0) * 128.0) // 1.0  # floor, for numpy and jax arrays alike
     else:
@@ -80,14 +105,18 @@ def unscale_images(x, *, dequantized: bool = False):
     return k.clip(0, 255).astype(np.uint8)
 
 
-def dequantize_images(images: np.ndarray, u: np.ndarray) -> np.ndarray:
-    r"""Uniform dequantisation: :math:`x = 2\,(k + u)/256 - 1`, float32, for ``u`` in ``[0, 1)``.
+def dequantize_images(images: np.ndarray, u: np.ndarray, value_range=CENTERED) -> np.ndarray:
+    r"""Uniform dequantisation: :math:`x = 2\,(k + u)/256 - 1`, float32, for ``u`` in ``[0, 1)``
+    (``value_range=(lo, hi)``: :math:`x = lo + (hi - lo)(k + u)/256`; ``(0, 1)``: :math:`(k + u)/256`, exact too).
 
     ``u`` must be a multiple of :math:`2^{-16}` (as :func:`batch_at_step` draws it) for the
     result to be exact in float32 (:math:`k + u` has at most 24 significant bits, and scaling by
     :math:`2^{-7}` and subtracting 1 are exact); then :math:`x \in [k/128 - 1, (k+1)/128 - 1)` strictly.
     """
     _check_uint8(images)
+    lo, hi = _check_range(value_range)
+    if (lo, hi) != CENTERED:
+        return (images.astype(np.float32) + u.astype(np.float32)) * np.float32((hi - lo) / 256.0) + np.float32(lo)
     return (images.astype(np.float32) + u.astype(np.float32)) * np.float32(1.0 / 128.0) - np.float32(1.0)
 
 
@@ -198,10 +227,12 @@ def batch_at_step(
     flip: bool = False,
     dequantize: bool = False,
     shuffle: bool = True,
+    value_range=CENTERED,
 ) -> dict[str, np.ndarray]:
     r"""This host's shard of global batch ``step``.
 
-    Returns ``{"images": float32 [B/P, H, W, C] in [-1, 1], "labels": int32 [B/P]}``.
+    Returns ``{"images": float32 [B/P, H, W, C] in [-1, 1], "labels": int32 [B/P]}`` (in
+    ``value_range``, e.g. ``(0, 1)``, when given: :func:`scale_images` / :func:`dequantize_images`).
 
     A pure function of ``(dataset, seed, step, process_index, process_count)`` (see the module
     docstring for the index stream). ``"labels"`` is present only when the dataset has labels.
@@ -234,9 +265,9 @@ def batch_at_step(
     if dequantize:
         d = int(np.prod(x.shape[1:]))
         u16 = _philox_u16(int(seed), int(step), _DEQUANT, row0 * d, per_host * d).reshape(x.shape)
-        out = dequantize_images(x, u16.astype(np.float32) * np.float32(2.0**-16))  # exact: u is a multiple of 2^-16
+        out = dequantize_images(x, u16.astype(np.float32) * np.float32(2.0**-16), value_range)  # exact: u = j 2^-16
     else:
-        out = scale_images(x)
+        out = scale_images(x, value_range)
     batch = {"images": out}
     if labels is not None:
         batch["labels"] = labels[idx]
