@@ -59,9 +59,9 @@ score_sde's ``likelihood.get_likelihood_fn`` as its ``run_lib.evaluate`` calls i
   more variance.
 
 What differs, and why: (1) each example is solved on its own (``vmap``; own steps and error
-control), where score_sde solves the whole flattened batch as one state whose RMS error meets
-the tolerance, so per-example accuracy here is at least as tight and does not depend on the
-batch; (2) the first step is ``dt0 = 0.01 (T - t_min)`` instead of scipy's initial-step
+control), where score_sde solves the whole flattened batch as one state whose RMS error over all
+examples meets the tolerance (one example may exceed it while others are over-resolved); here
+each example meets it, and its result does not depend on the batch; (2) the first step is ``dt0 = 0.01 (T - t_min)`` instead of scipy's initial-step
 heuristic (two extra evaluations); (3) the solve runs in the data's dtype (float32), scipy's in
 float64 around float32 network evaluations. (1)–(3) move results by solver error (<= the
 tolerances), not in expectation. Training: score_sde samples continuous training times from
