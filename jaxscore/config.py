@@ -491,11 +491,17 @@ def _data_section() -> ml_collections.ConfigDict:
 
 def _sde_section() -> ml_collections.ConfigDict:
     d = ml_collections.ConfigDict()
-    d.name = "vp"  # vp | ve | subvp
+    d.name = "vp"  # vp | ve | subvp | ddpm (the discrete chain of Ho et al.: jaxscore.sde.DiscreteVPSDE)
     d.beta_min = 0.1
     d.beta_max = 20.0
     d.sigma_min = 0.01
     d.sigma_max = 50.0
+    # ddpm: N steps, betas linear (beta_start..beta_end, Ho et al. 2020) or cosine (cosine_s, Nichol & Dhariwal 2021)
+    d.schedule = "linear"
+    d.num_steps = 1000
+    d.beta_start = 1e-4
+    d.beta_end = 0.02
+    d.cosine_s = 0.008
     return d
 
 
@@ -511,9 +517,16 @@ def _model_section() -> ml_collections.ConfigDict:
 
 def _loss_section() -> ml_collections.ConfigDict:
     d = ml_collections.ConfigDict()
-    d.name = "continuous_dsm"  # continuous_dsm | eps | x0 | v | edm
-    d.weighting = "sigma2"  # sigma2 | likelihood | uniform (continuous_dsm)
+    d.name = "continuous_dsm"  # continuous_dsm | eps | x0 | v | edm | ncsn | ism | ssm
+    # continuous_dsm: lambda(t) = sigma2 | likelihood | uniform | inv_sigma2 | snr | "module:function"
+    d.weighting = "sigma2"
+    d.t_sampling = "uniform"  # continuous_dsm: uniform | importance (t ~ g^2 / sigma_t^2)
     d.reduce_mean = True
+    d.num_scales = 10  # ncsn: levels of the noise ladder (jaxscore.experiment.ncsn_ladder)
+    d.anneal_power = 2.0  # ncsn: lambda(sigma) = sigma^anneal_power
+    d.divergence = "exact"  # ism: exact | hutchinson
+    d.num_projections = 1  # ssm
+    d.variance_reduced = True  # ssm: SSM-VR
     return d
 
 

@@ -119,7 +119,7 @@ def test_shipped_configs_load(spec):
 # --- value errors at load time: (override, the key, words of what is expected) ------------------
 
 BAD_VALUES = [
-    ("sde.name=vpp", "sde.name", "expected one of ('vp', 've', 'subvp') (did you mean 'vp'?), got 'vpp'"),
+    ("sde.name=vpp", "sde.name", "expected one of ('vp', 've', 'subvp', 'ddpm') (did you mean 'vp'?), got 'vpp'"),
     ("training.mode=pmapp", "training.mode", "expected one of ('single', 'pmap', 'sharded') (did you mean 'pmap'?)"),
     ("training.batch_size=0", "training.batch_size", "expected an integer >= 1, got 0"),
     ("sampling.sampler=dpmpp2m", "sampling.sampler", "(did you mean 'dpmpp_2m'?), got 'dpmpp2m'"),
@@ -134,9 +134,12 @@ BAD_VALUES = [
     ("optim.warmup=-1", "optim.warmup", "expected an integer >= 0, got -1"),
     ("optim.ema_rate=1.5", "optim.ema_rate", "expected a number in [0.0, 1.0), got 1.5"),
     ("model.parameterization=epsilon", "model.parameterization", "expected one of ('score', 'eps', 'x0', 'v', 'edm')"),
-    ("loss.name=dsm", "loss.name", "expected one of ('continuous_dsm', 'eps', 'x0', 'v', 'edm')"),
+    ("loss.name=dsm", "loss.name", "expected one of ('continuous_dsm', 'eps', 'x0', 'v', 'edm', 'ncsn', 'ism', 'ssm')"),
     ("loss.name=x0", "loss.name", "expected 'continuous_dsm' or the network's parameterization 'eps'"),
-    ("loss.weighting=sigma", "loss.weighting", "expected one of ('sigma2', 'likelihood', 'uniform')"),
+    ("loss.weighting=sigma", "loss.weighting", "expected one of ('sigma2', 'likelihood', 'uniform', 'inv_sigma2', 'snr') "
+     "or 'module:function'"),
+    ("loss.weighting=os:no_such_fn", "loss.weighting", "got 'os:no_such_fn'"),
+    ("sde.name=ddpn", "sde.name", "(did you mean 'ddpm'?)"),
     ("data.name=rign", "data.name", "(did you mean 'ring'?), got 'rign'"),
     ("data.name=imagenet", "data.name", "'digits', 'array', 'mnist', 'cifar10', 'folder'), got 'imagenet'"),
     ("data.test_fraction=0", "data.test_fraction", "expected a number in (0.0, 1.0), got 0.0"),
