@@ -1,7 +1,7 @@
 """Few-step students: error vs NFE on the 2-D ring, and (``--digits``) digits students vs their teacher.
 
     python experiments/benchmarks/distill.py            # ring: PD / CD / CT students at NFE 1, 2, 4, 8
-    python experiments/benchmarks/distill.py --digits runs/digits --iters 200   # + digits (CLI-equivalent runs)
+    python experiments/benchmarks/distill.py --digits runs/digits --digits-iters 200   # digits (CLI-equivalent runs)
 
 Ring (jaxscore.data.toy.ring_mixture, VP SDE, exact score as teacher), 20,000 samples per figure,
 error = jaxscore.metrics.mixture_sample_error's ``error`` (max of std error and Monte-Carlo-corrected
@@ -120,33 +120,36 @@ def ring(iters: int, num: int) -> dict:
     return out
 
 
-def digits(teacher: str, iters: int, workdir: str, fid_num: int) -> dict:
+def digits(teacher: str, iters: int, workdir: str, fid_num: int, base_steps: int = 32) -> dict:
     """Progressive (32 -> 1) and consistency-distilled students of ``teacher``; digits-FID of each."""
-    from jaxscore.commands import evaluate_workdir
     from jaxscore.config import load_config
     from jaxscore.distill.run import load_student, run_distillation
     from jaxscore.evaluation.extractors import build_extractor
     from jaxscore.evaluation.streaming import sample_quality, stats_of_images, stats_of_samples
-    from jaxscore.experiment import load_data, load_run_config
+    from jaxscore.experiment import load_data, load_for_inference, load_run_config
 
     here = os.path.join(os.path.dirname(__file__), "..", "configs")
     common = [f"--config.training.n_iters={iters}", "--config.eval.fid_every=0", "--config.training.progress=False",
+              f"--config.distill.base_steps={base_steps}",
               f"--config.training.checkpoint_every={iters}", f"--config.training.eval_every={iters}"]
-    out = {"teacher": teacher, "iters_per_stage": iters, "fid_num": fid_num, "students": {}}
-    teacher_eval = evaluate_workdir(teacher, num=fid_num, metrics=("fid",), sampler="ddim", steps=32,
-                                    out=os.path.join(workdir, "teacher_ddim32.json"), progress=False)
-    out["teacher_ddim32_fid"] = teacher_eval["fid"]
+    out = {"teacher": teacher, "iters_per_stage": iters, "fid_num": fid_num, "base_steps": base_steps, "students": {}}
     config = load_run_config(teacher)
     extractor = build_extractor("digits")
     data = load_data(config)
     ref = stats_of_images(data["test"]["images"], extractor, progress=False)
 
+    def fid(score_fn, sde, shape, sampler, steps, **opts):
+        stats = stats_of_samples(jax.random.key(0), score_fn, sde, shape, fid_num, extractor, sampler=sampler,
+                                 steps=steps, batch_size=500, progress=False, **opts)
+        return sample_quality(stats, ref, ("fid",))["fid"]
+
+    _, t_score, t_sde, t_shape, _ = load_for_inference(teacher)
+    for n in sorted({32, base_steps}):
+        out[f"teacher_ddim{n}_fid"] = fid(t_score, t_sde, t_shape, "ddim", n)
+
     def fid_of(student_dir, steps):
         d = load_student(student_dir)
-        opts = dict(d["options"])
-        stats = stats_of_samples(jax.random.key(0), d["score_fn"], d["sde"], d["shape"], fid_num, extractor,
-                                 sampler=d["sampler"], steps=steps, batch_size=500, progress=False, **opts)
-        return sample_quality(stats, ref, ("fid",))["fid"]
+        return fid(d["score_fn"], d["sde"], d["shape"], d["sampler"], steps, **d["options"])
 
     for method, cfg_file in (("progressive", "digits_distill.py"), ("consistency_distillation", "digits_consistency.py")):
         wd = os.path.join(workdir, method)
@@ -171,6 +174,7 @@ def digits(teacher: str, iters: int, workdir: str, fid_num: int) -> dict:
 
 def plot(result: dict, path: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -182,6 +186,7 @@ def plot(result: dict, path: str) -> None:
     ax.axhline(result["ring"]["floor"], color="k", ls=":", label="exact-draw floor")
     ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="error (mode stds)", title="2-D ring, VP")
     ax.set_xticks(NFES, [str(n) for n in NFES])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -191,25 +196,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=600, help="Adam steps per PD stage (ring); CM runs 3x this")
     ap.add_argument("--num", type=int, default=20000)
-    ap.add_argument("--digits", default=None, help="teacher run directory (e.g. runs/digits)")
+    ap.add_argument("--digits", default=None, help="teacher run directory (e.g. runs/digits): run the digits part "
+                                                   "only, into results/distill_digits.json")
     ap.add_argument("--digits-iters", type=int, default=200, help="training steps per digits student stage")
     ap.add_argument("--digits-workdir", default="runs/distill_bench")
     ap.add_argument("--fid-num", type=int, default=1000)
+    ap.add_argument("--base-steps", type=int, default=32, help="the digits teacher's DDIM steps (PD halves them)")
     args = ap.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     result = {"device": jax.devices()[0].platform, "cpu_count": os.cpu_count()}
     t0 = time.perf_counter()
+    if args.digits:
+        result["digits"] = digits(args.digits, args.digits_iters, args.digits_workdir, args.fid_num, args.base_steps)
+        result["seconds"] = time.perf_counter() - t0
+        print("digits: teacher DDIM FID " + ", ".join(f"{k}: {v:.3f}" for k, v in result["digits"].items()
+                                                       if k.startswith("teacher_ddim")))
+        for name, r in result["digits"]["students"].items():
+            print(f"  {name:24s} FID {r['fid']:.3f}  ({r['train_steps']} steps, {r['minutes']:.1f} min)")
+        with open(os.path.join(RESULTS, "distill_digits.json"), "w") as f:
+            json.dump(result, f, indent=2, default=float)
+        print(f"wrote {RESULTS}/distill_digits.json")
+        return
     result["ring"] = ring(args.iters, args.num)
     result["ring"]["seconds"] = time.perf_counter() - t0
     print(f"ring (error, exact-draw floor {result['ring']['floor']:.3f} at {args.num} samples):")
     for name, curve in result["ring"]["curves"].items():
         print(f"  {name:28s} " + "  ".join(f"NFE {n}: {curve[n]:.3f}" for n in sorted(curve)))
     print("  training seconds:", {k: round(v, 1) for k, v in result["ring"]["train_s"].items()})
-    if args.digits:
-        result["digits"] = digits(args.digits, args.digits_iters, args.digits_workdir, args.fid_num)
-        print(f"digits: teacher DDIM 32 steps FID {result['digits']['teacher_ddim32_fid']:.3f}")
-        for name, r in result["digits"]["students"].items():
-            print(f"  {name:24s} FID {r['fid']:.3f}  ({r['train_steps']} steps, {r['minutes']:.1f} min)")
     with open(os.path.join(RESULTS, "distill.json"), "w") as f:
         json.dump(result, f, indent=2, default=float)
     plot(result, os.path.join(RESULTS, "distill.png"))
