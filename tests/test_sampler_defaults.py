@@ -31,3 +31,108 @@ def test_error_measure_removes_monte_carlo_mean_sees_shifts_and_nonfinite():
     assert err["error"] == np.inf and err["nonfinite"] == pytest.approx(1 / 20000)
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
         mixture_sample_error(np.zeros((10, 3)), mix)
+
+
+# --- k-diffusion cross-check fixes ---------------------------------------------------------------
+
+from jaxscore.samplers import edm_stochastic, get_sampler, heun, sample, time_grid  # noqa: E402
+from jaxscore.sde import VESDE, VPSDE  # noqa: E402
+
+RING = ring_mixture()
+
+
+def test_edm_stochastic_without_churn_is_heun_and_counts_the_final_step():
+    for sde in (VPSDE(), VESDE()):
+        sf = RING.score_fn(sde)
+        a = heun(jax.random.PRNGKey(0), sf, sde, (32, 2), steps=6)
+        b = edm_stochastic(jax.random.PRNGKey(0), sf, sde, (32, 2), steps=6, S_churn=0.0)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # no round-off noise where gamma = 0
+    # gamma = S_churn / N with N = steps + denoise (EDM / k-diffusion count the step to sigma = 0): the
+    # denoised run's last state before the denoise is the undenoised run with S_churn scaled by steps / N
+    sde = VESDE()
+    sf = RING.score_fn(sde)
+    _, info = edm_stochastic(jax.random.PRNGKey(1), sf, sde, (32, 2), steps=6, S_churn=0.7, denoise=True,
+                             return_info=True, return_trajectory=True)
+    x = edm_stochastic(jax.random.PRNGKey(1), sf, sde, (32, 2), steps=6, S_churn=0.6, denoise=False)
+    np.testing.assert_allclose(np.asarray(info["trajectory"][-1]), np.asarray(x), rtol=1e-5, atol=1e-5)
+
+
+def test_heun_default_is_edm_algorithm_1():
+    """heun's defaults: EDM's 18-step sampler (17 Heun steps on the rho = 7 grid from sigma 80 to 0.002,
+    clipped to the SDE's range, then the step to sigma = 0, i.e. the Tweedie denoise): 35 NFE."""
+    s = get_sampler("heun")
+    assert s.options["denoise"] is True and s.nfe(s.defaults["steps"]) == 35
+    sde = VESDE()  # sigma_ratio = sigma: the grid is EDM's eq. 5 between 50 (= T, below 80) and 0.01 (= t_min)
+    _, info = heun(jax.random.PRNGKey(0), RING.score_fn(sde), sde, (8, 2), return_info=True)
+    sig = np.asarray(sde.sigma_ratio(info["ts"]))
+    ramp = np.linspace(0, 1, 18)
+    edm = (50.0 ** (1 / 7) + ramp * (0.01 ** (1 / 7) - 50.0 ** (1 / 7))) ** 7
+    np.testing.assert_allclose(sig, edm, rtol=2e-4)
+    assert info["nfe"] == 35
+
+
+def test_start_time_and_noise_range_options():
+    sde = VESDE()
+    for sampler in ("dpmpp_2m", "heun"):
+        _, info = sample(jax.random.PRNGKey(0), RING.score_fn(sde), sde, (2000, 2), sampler, steps=4,
+                         sigma_max=5.0, sigma_min=0.05, return_info=True, return_trajectory=True)
+        np.testing.assert_allclose(float(sde.sigma_ratio(info["ts"][0])), 5.0, rtol=1e-4)
+        np.testing.assert_allclose(float(sde.sigma_ratio(info["ts"][-1])), 0.05, rtol=1e-4)
+        # the start is drawn at the start's noise level (not the VE prior's sigma_max = 50)
+        assert abs(float(np.std(np.asarray(info["trajectory"][0]))) - 5.0) < 0.25
+    # a time given wins over a noise level; levels beyond the SDE's range are clipped to it
+    ts = time_grid(sde, 4, "logsnr", t_max=0.5, sigma_max=5.0, sigma_min=1e-9)
+    assert float(ts[0]) == 0.5 and float(ts[-1]) == pytest.approx(sde.t_min)
+    assert float(time_grid(VPSDE(), 4, "auto", sigma_max=1e3)[0]) == 1.0
+    with pytest.raises(ValueError, match="sigma_max"):
+        time_grid(sde, 4, "logsnr", sigma_max=-1.0)
+
+
+def _kdiffusion_3m(denoiser, x, sigmas, warmup_2m=False):
+    """k-diffusion 0.1.1 ``sample_dpmpp_3m_sde`` with ``eta = 0``, transcribed in numpy (sigmas end with 0).
+    ``warmup_2m``: the second (order-2 warm-up) step as DPM-Solver++(2M) (dpm-solver / diffusers' 3M) instead
+    of k-diffusion's :math:`\varphi_2` form; the two agree to O(h^3)."""
+    d1_, d2_, h1, h2 = None, None, None, None
+    for i in range(len(sigmas) - 1):
+        den = denoiser(x, sigmas[i])
+        if sigmas[i + 1] == 0:
+            x = den
+        else:
+            h = np.log(sigmas[i]) - np.log(sigmas[i + 1])
+            x = np.exp(-h) * x - np.expm1(-h) * den
+            if h2 is not None:
+                r0, r1 = h1 / h, h2 / h
+                d1_0, d1_1 = (den - d1_) / r0, (d1_ - d2_) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_2 = np.expm1(-h) / h + 1
+                x = x + phi_2 * d1 - (phi_2 / h - 0.5) * d2
+            elif h1 is not None and warmup_2m:
+                x = x - np.expm1(-h) * 0.5 * (den - d1_) / (h1 / h)
+            elif h1 is not None:
+                x = x + (np.expm1(-h) / h + 1) * (den - d1_) / (h1 / h)
+        d1_, d2_, h1, h2 = den, d1_, h if sigmas[i + 1] != 0 else None, h1
+    return x
+
+
+def test_dpmpp_3m_reference_coefficient_matches_k_diffusion():
+    sde = VESDE()
+    sf = RING.score_fn(sde)
+    ts = time_grid(sde, 7, "edm", sigma_max=20.0, sigma_min=0.02)
+    x_T = 20.0 * np.asarray(jax.random.normal(jax.random.PRNGKey(3), (16, 2)))
+
+    def denoiser(x, sigma):
+        t = sde.t_from_sigma_ratio(jnp.asarray(sigma, jnp.float32))
+        s = np.asarray(sf(jnp.asarray(x, jnp.float32), jnp.full((x.shape[0],), t)), np.float64)
+        return x + sigma**2 * s
+
+    sigmas = np.append(np.asarray(sde.sigma_ratio(ts), np.float64), 0.0)  # k-diffusion's grid ends at 0 (= denoise)
+    run = jax.jit(lambda c: sample(jax.random.PRNGKey(0), sf, sde, (16, 2), "dpmpp_3m", steps=7, grid=ts,
+                                   x_init=x_T, lower_order_final=False, denoise=True, d2_coefficient=c),
+                  static_argnums=0)
+    ours, taylor = np.asarray(run("reference")), np.asarray(run("taylor"))
+    # to round-off with the 2M warm-up step of dpm-solver / diffusers' 3M ...
+    np.testing.assert_allclose(ours, _kdiffusion_3m(denoiser, x_T, sigmas, warmup_2m=True), atol=1e-4)
+    # ... and close to k-diffusion's own warm-up (phi_2 form, equal to O(h^3)); the Taylor coefficient is far
+    ref = _kdiffusion_3m(denoiser, x_T, sigmas)
+    assert np.abs(ours - ref).max() < 1e-2 < np.abs(taylor - ref).max()

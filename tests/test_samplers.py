@@ -150,8 +150,9 @@ def _check_nfe(name, opts):
 def test_steps_for_nfe():
     assert steps_for_nfe("dpmpp_2m", 20) == 20
     assert steps_for_nfe("dpmpp_2m", 20, denoise=True) == 19
-    assert steps_for_nfe("heun", 20) == 10
-    assert steps_for_nfe("heun", 19, lower_order_final=True) == 10
+    assert steps_for_nfe("heun", 20) == 9  # default denoise=True (EDM Alg. 1's step to sigma = 0): 2 * 9 + 1
+    assert steps_for_nfe("heun", 20, denoise=False) == 10
+    assert steps_for_nfe("heun", 19, lower_order_final=True, denoise=False) == 10
     assert steps_for_nfe("pc", 20, corrector_steps=1) == 10
 
 
@@ -357,6 +358,8 @@ def test_registry_facts():
         assert isinstance(s, Sampler) and s.name == name and callable(s)
         assert set(CONTRACT) <= set(s.defaults) | {"key", "score_fn", "sde", "shape"}
         assert {"grid", "t_min", "rho", "denoise"} <= set(s.options)
+        if not s.adaptive and s.name not in ("ode", "sde"):  # every fixed-step sampler: the start and range
+            assert {"t_max", "sigma_min", "sigma_max"} <= set(s.options)
         assert not {"key", "steps", "return_info", "example_offset", "x_init"} & set(s.options)
         assert get_sampler(name) is s
     assert SAMPLERS["ddim"].deterministic() and not SAMPLERS["ddim"].deterministic(eta=1.0)

@@ -109,8 +109,9 @@ class Start(NamedTuple):
 
 
 def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init=None,
-          return_trajectory: bool = False, t_max=None, denoise: bool = False) -> Start:
-    """Checks and the common start (grid, per-example keys, ``x_T``).
+          return_trajectory: bool = False, t_max=None, denoise: bool = False, sigma_min=None,
+          sigma_max=None) -> Start:
+    r"""Checks and the common start (grid, per-example keys, ``x_T``).
 
     The state at ``ts[0]`` is the prior draw scaled by :math:`\sigma_{t_0}/\sigma_T`, i.e. the
     prior's own rule (:math:`N(0, \sigma_t^2 I)`, the marginal of data at the origin) at the start
@@ -123,7 +124,7 @@ def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_
     check_score_fn(score_fn)
     shape = check_shape(shape)
     steps = check_steps(steps)
-    ts = time_grid(sde, steps, grid, t_min=t_min, t_max=t_max, rho=rho)
+    ts = time_grid(sde, steps, grid, t_min=t_min, t_max=t_max, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max)
     ex_keys = example_keys(key, shape[0], check_example_offset(example_offset))
     if x_init is None:
         x = prior_draw(ex_keys, sde, shape)
@@ -183,19 +184,22 @@ def _keyword(name, default):
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
 
 
-def fixed_step(*, steps: int, grid, t_min=None, t_max=None, rho=None, denoise: bool = False):
-    """Decorator: a loop ``loop(score_fn, sde, start: Start, *, <own options>) -> (x, trajectory, nfe)``
+def fixed_step(*, steps: int, grid, sigma_min=None, sigma_max=None, rho=None, denoise: bool = False):
+    r"""Decorator: a loop ``loop(score_fn, sde, start: Start, *, <own options>) -> (x, trajectory, nfe)``
     becomes the public sampler
 
-    ``fn(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=t_min, t_max=t_max, rho=rho, <own options>,
-    denoise=denoise, return_info=False, return_trajectory=False, example_offset=0, x_init=None)``
+    ``fn(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=None, t_max=None, sigma_min=sigma_min,
+    sigma_max=sigma_max, rho=rho, <own options>, denoise=denoise, return_info=False, return_trajectory=False,
+    example_offset=0, x_init=None)``
 
     returning ``[B, *D]`` samples, or ``(samples, info)`` with ``return_info`` (``info["nfe"]``,
     ``info["ts"]``, ``info["nonfinite"]`` (int32: rows of the samples holding a NaN or inf), with
     ``return_trajectory`` ``info["trajectory"]`` ``[steps + 1, B, *D]``).
-    ``steps``, ``grid``, ``t_min``, ``t_max`` (the start, default ``T``), ``rho`` and ``denoise`` here are the
-    sampler's defaults (``None``: the SDE's ``t_min`` / ``T``, the grid's ``rho``). The loop's docstring is the
-    sampler's.
+    ``steps``, ``grid``, ``sigma_min`` / ``sigma_max`` (the grid's end and start as noise levels
+    :math:`\sigma_t/\alpha_t`, clipped into the SDE's range; ``None``: ``sde.t_min`` / ``T``), ``rho`` and
+    ``denoise`` here are the sampler's defaults. ``t_min`` / ``t_max``, when given, set the range in time
+    and win over ``sigma_min`` / ``sigma_max`` (:func:`jaxscore.samplers.grids.resolve_range`). The loop's
+    docstring is the sampler's.
     """
 
     def wrap(loop):
@@ -204,17 +208,17 @@ def fixed_step(*, steps: int, grid, t_min=None, t_max=None, rho=None, denoise: b
         name = loop.__name__
 
         @functools.wraps(loop)
-        def sampler(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=t_min, t_max=t_max, rho=rho,
-                    denoise=denoise, return_info=False, return_trajectory=False, example_offset=0, x_init=None,
-                    **options):
+        def sampler(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=None, t_max=None,
+                    sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, denoise=denoise, return_info=False,
+                    return_trajectory=False, example_offset=0, x_init=None, **options):
             unknown = sorted(set(options) - set(own))
             if unknown:
                 raise TypeError(f"{name}() got unexpected keyword argument(s) {unknown}; its options are "
-                                f"{sorted(['grid', 't_min', 't_max', 'rho', 'denoise', *own])}.")
+                                f"{sorted(['grid', 't_min', 't_max', 'sigma_min', 'sigma_max', 'rho', 'denoise', *own])}.")
             if return_trajectory and not return_info:
                 raise ValueError("return_trajectory=True needs return_info=True (the trajectory is returned in info).")
             start = setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init,
-                          return_trajectory, t_max, denoise)
+                          return_trajectory, t_max, denoise, sigma_min, sigma_max)
             x, trajectory, nfe = loop(score_fn, sde, start, **options)
             return finish(x, start.x, trajectory, start.ts, nfe, score_fn, sde, denoise, return_info,
                           return_trajectory)

@@ -30,7 +30,7 @@ def _d(score_fn, sde, xt, t, alpha, sig):
     return (xt - x0) / sig
 
 
-@fixed_step(steps=18, grid="edm")
+@fixed_step(steps=17, grid="edm", sigma_min=0.002, sigma_max=80.0, denoise=True)
 def heun(score_fn, sde, start: Start, *, lower_order_final: bool = False):
     r"""EDM Alg. 1 (deterministic 2nd-order Heun) on :math:`\tilde\sigma_n = \tilde\sigma(t_n)`:
 
@@ -66,7 +66,7 @@ def heun(score_fn, sde, start: Start, *, lower_order_final: bool = False):
     return x, traj, 2 * steps - int(bool(lower_order_final))
 
 
-@fixed_step(steps=18, grid="edm")
+@fixed_step(steps=17, grid="edm", sigma_min=0.002, sigma_max=80.0, denoise=True)
 def edm_stochastic(score_fn, sde, start: Start, *, S_churn: float = 40.0, S_min: float = 0.05, S_max: float = 50.0,
                    S_noise: float = 1.0, lower_order_final: bool = False):
     r"""EDM Alg. 2: at step n, "churn" the noise up to :math:`\hat\sigma = \tilde\sigma_n(1+\gamma_n)`,
