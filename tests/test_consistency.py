@@ -112,6 +112,7 @@ def _trajectory_errors(sde, f, times):
     return [float(jnp.sqrt(jnp.mean((f(point(t), jnp.full((101,), t)) - end) ** 2)) / S) for t in times]
 
 
+@pytest.mark.slow  # 500 compiled Adam steps with a Heun teacher: over this file's share of the default-suite budget
 def test_self_consistent_along_the_exact_trajectory_after_distillation():
     """Consistency distillation of the exact 1-D Gaussian score (18 levels, Heun teacher, 500 Adam steps):
     along the closed-form PF-ODE trajectories f(x_t, t) is within 0.15 data std (RMS) of x_{t_min} for

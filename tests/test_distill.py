@@ -96,6 +96,7 @@ def test_denoiser_matches_make_score_fn_for_every_parameterization():
                                    rtol=1e-4, atol=1e-4, err_msg=p)
 
 
+@pytest.mark.slow  # 400 compiled Adam steps of a 3x128 MLP: over this file's share of the default-suite budget
 def test_one_stage_reproduces_the_teachers_two_step_map():
     """Exact ring teacher, DDIM 2 steps -> a 1-step MLP student (v-prediction, 400 Adam steps): on 2048
     held-out x_T the student's one DDIM step is within 5% RMS (relative to the map's RMS ~1.7) of the
