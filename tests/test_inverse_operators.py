@@ -42,7 +42,7 @@ OPERATORS = {
 NOISE_VAR, R2 = 0.05, np.array([0.3, 1.0, 2.5])
 
 
-CG_CHECKED = ("gaussian_blur", "function")  # CG on the rest: tests/test_inverse_methods.py (slow)
+CG_CHECKED = ("gaussian_blur", "function")  # non-diagonal A A^T; ΠGDM through CG: tests/test_inverse_methods.py
 
 
 def _probe_one(name, x, y):

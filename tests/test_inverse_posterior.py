@@ -44,6 +44,7 @@ def test_gaussian_prior_gives_the_kalman_update():
     np.testing.assert_allclose(post.covariances[0], cov - K @ np.asarray(A @ cov), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_noiseless_posterior_samples_satisfy_the_constraint_and_vmap_over_y():
     prior = random_mixture(jax.random.key(1), 8, 4)
     A = jax.random.normal(jax.random.key(2), (3, 8))

@@ -247,7 +247,8 @@ def replacement_sample(key, score_fn: ScoreFn, sde, operator: SVDOperator, y, *,
     r"""score_sde's replacement method for inpainting and colorization (Song et al. 2021, appendix I;
     ``controllable_generation.py``): predictor-corrector sampling where, after every predictor and
     corrector update landing at time t, the observed spectral coordinates (:math:`s_i > 0`) are set to
-    :math:`\alpha_t\bar y_i + \sigma_t z_i` (on the last step to the mean :math:`\alpha_t \bar y_i`).
+    :math:`\alpha_t\bar y_i + \sigma_t z_i` (on the last step to the mean :math:`\alpha_t \bar y_i`), t being the
+    time the update lands at (score_sde's loop uses the step's start time, one step noisier).
 
     ``operator``: an :class:`~jaxscore.inverse.operators.SVDOperator` (:class:`Inpainting`:
     pixels; :class:`Colorization`: the decoupled mean channel; others work the same way in their
