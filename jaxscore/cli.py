@@ -1,4 +1,4 @@
-"""``jaxscore`` command line: train / distill / sample / likelihood / eval / fid-stats / convert-inception.
+"""``jaxscore`` command line: train / distill / train-classifier / sample / likelihood / eval / fid-stats / convert-inception.
 
     jaxscore train --config experiments/configs/toy2d.py --workdir runs/toy2d [--config.training.n_iters=500]
     jaxscore sample --workdir runs/toy2d --sampler dpmpp_2m --steps 20 --num 4096 --out samples.npz
@@ -10,6 +10,8 @@
     jaxscore eval --workdir runs/digits --num 1000 --metrics fid,kid,is,pr      # features/reference from the run's config
     jaxscore fid-stats --data cifar10_train.npz --features inception --out cifar10_ref.npz
     jaxscore distill --config experiments/configs/digits_distill.py --teacher runs/digits --workdir runs/digits_pd
+    jaxscore train-classifier --config experiments/configs/digits_classifier.py --workdir runs/digits_clf
+    jaxscore sample --workdir runs/digits --classifier runs/digits_clf --label 3 --guidance-scale 2
 
 ``train`` takes ``--config.a.b=value`` overrides of existing keys (an unknown key or a value of
 the wrong type is an error, exit status 2). ``sample`` and ``likelihood`` use the EMA parameters
@@ -50,6 +52,21 @@ def _distill(args, overrides) -> int:
     for stage in summary["stages"]:
         print(f"student: {stage['dir']} ({stage['sampler']}, {stage['steps']} step(s); "
               f"{stage['train_steps']} training steps, {stage['minutes']:.2f} min)")
+    return 0
+
+
+def _train_classifier(args, overrides) -> int:
+    from jaxscore.config import ConfigError, load_config
+    from jaxscore.models.classifier import train_classifier
+
+    config = load_config(args.config, overrides)
+    if "classifier" not in config:
+        raise ConfigError(f"--config {args.config}: expected a config with a 'classifier' section "
+                          "(e.g. experiments/configs/digits_classifier.py).")
+    _check_workdir(args.workdir)
+    summary = train_classifier(config, args.workdir)
+    print("held-out accuracy by t: " + ", ".join(f"t={t} {a:.3f}" for t, a in summary["accuracy_by_t"].items())
+          + f" (chance {summary['chance']:.3f}); wrote {args.workdir}/accuracy.json")
     return 0
 
 
@@ -121,13 +138,19 @@ def _grid_file(args, options: dict) -> None:
 
 def _sample(args, overrides) -> int:
     from jaxscore.commands import sample_from_workdir
+    from jaxscore.config import ConfigError
 
+    if args.classifier is not None and args.label is None:
+        raise ConfigError("--classifier: expected --label (the class to guide towards), got none.")
+    if args.classifier is not None and args.label < 0:
+        raise ConfigError(f"--label: expected a class index >= 0, got {args.label}.")
     options = dict(args.option or ())
     _grid_file(args, options)
     _check_sampler_options(args.sampler, options)
     path = sample_from_workdir(
         args.workdir, sampler=args.sampler, steps=args.steps, num=args.num, out=args.out,
-        batch_size=args.batch_size, seed=args.seed, label=args.label, guidance_scale=args.guidance_scale, **options,
+        batch_size=args.batch_size, seed=args.seed, label=args.label, guidance_scale=args.guidance_scale,
+        classifier=args.classifier, **options,
     )
     print(f"wrote {path}")
     return 0
@@ -308,7 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "sampling.guidance_scale; 1 = conditional, 0 = unconditional)")
     sample.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE",
                         help="sampler option (repeatable), e.g. --option snr=0.16 --option eta=1.0")
+    sample.add_argument("--classifier", default=None, metavar="WORKDIR",
+                        help="classifier guidance with a noise-conditional classifier run (`jaxscore train-classifier`): "
+                             "needs --label; --guidance-scale is its scale (default 1)")
     sample.set_defaults(run=_sample)
+
+    tc = sub.add_parser("train-classifier", help="train (or resume) a noise-conditional classifier p_t(y | x_t) "
+                                                 "for classifier guidance")
+    tc.add_argument("--config", required=True, help="config file with a classifier section (path.py or path.py:arg)")
+    tc.add_argument("--workdir", required=True, help="run directory: checkpoints, metrics.jsonl, accuracy.json")
+    tc.set_defaults(run=_train_classifier)
 
     fg = sub.add_parser("fit-grid", help="fit a deterministic sampler's time grid to the run's model "
                                          "(writes WORKDIR/grids/<sampler>_<steps>.npz for `sample --grid`)")
@@ -396,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         args, rest = parser.parse_known_args(argv)
         overrides = [a for a in rest if a.startswith("--config.")]
         unknown = [a for a in rest if not a.startswith("--config.")]
-        if overrides and not (args.command in ("train", "distill") or (args.command == "fid-stats" and args.config)):
+        if overrides and not (args.command in ("train", "distill", "train-classifier") or (args.command == "fid-stats" and args.config)):
             unknown += overrides  # --config.* overrides only apply where a config file is loaded
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")

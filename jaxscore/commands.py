@@ -20,8 +20,12 @@ from jaxscore.samplers import sample_in_batches
 
 def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out: str,
                         batch_size: int = 1024, seed: int = 0, progress: bool = True, label: int | None = None,
-                        guidance_scale: float | None = None, **options) -> str:
+                        guidance_scale: float | None = None, classifier: str | None = None, **options) -> str:
     """Sample ``num`` examples with the EMA parameters; write ``out`` (npz, key ``samples``) and a PNG beside it.
+
+    ``classifier``: the workdir of a noise-conditional classifier (``jaxscore train-classifier``) for classifier
+    guidance of an unconditional model, :math:`s + \\gamma\\nabla_x\\log p_t(y\\mid x)` with ``label`` (required)
+    and ``guidance_scale`` (default 1); see :func:`classifier_guided_score`.
 
     ``options`` go to the sampler (e.g. ``snr=0.16`` for ``pc``, ``eta=1.0`` for ``ddim``).
     Class-conditional models (``model.num_classes = K``): sample ``i`` gets class ``label``, or
@@ -32,7 +36,10 @@ def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out
     config, model, params, sde, shape, step = load_run(workdir)
     batch = min(batch_size, num)
     extra = {}
-    if is_conditional(config):
+    if classifier is not None:
+        score_fn = classifier_guided_score(config, model, params, sde, shape, classifier, label, guidance_scale)
+        extra["labels"] = np.full(num, int(label), np.int32)
+    elif is_conditional(config):
         k = int(config.model.num_classes)
         if label is not None and not 0 <= int(label) < k:
             raise ValueError(f"label: expected a class in [0, {k}), got {label}.")
@@ -60,6 +67,34 @@ def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out
         reference = load_data(config)["test"]["x"]
         viz.save_scatter(samples, reference, stem + "_scatter.png", title=f"{sampler}, {steps} steps")
     return out
+
+
+def classifier_guided_score(config, model, params, sde, shape, classifier: str, label, guidance_scale):
+    """The EMA score of an unconditional run guided by the classifier run in ``classifier`` towards ``label``:
+    :func:`jaxscore.guidance.classifier_guidance` with the classifier's log-softmax at ``label``. Refused (one-line
+    ``ValueError``): no label or one outside the classifier's classes, a class-conditional model, a classifier trained
+    on another SDE or image shape."""
+    from jaxscore.guidance import classifier_guidance
+    from jaxscore.models.classifier import classifier_log_likelihood, load_classifier
+
+    if label is None:
+        raise ValueError("--classifier: expected --label (the class to guide towards), got none.")
+    if is_conditional(config):
+        raise ValueError("--classifier: the model is class-conditional; guide it with --label/--guidance-scale "
+                         "(classifier-free) instead of a classifier.")
+    clf_config, clf_model, clf_params, clf_sde = load_classifier(classifier)
+    k = int(clf_config.classifier.num_classes)
+    if not 0 <= int(label) < k:
+        raise ValueError(f"--label: expected a class in [0, {k}) of the classifier, got {label}.")
+    if dict(clf_config.sde) != dict(config.sde):
+        raise ValueError(f"--classifier: the classifier was trained on SDE {dict(clf_config.sde)}, the model on "
+                         f"{dict(config.sde)}; train it with the model's SDE.")
+    clf_shape = tuple(load_data(clf_config)["shape"])
+    if clf_shape != tuple(shape):
+        raise ValueError(f"--classifier: expected a classifier of images {tuple(shape)} (the model's), got {clf_shape}.")
+    scale = 1.0 if guidance_scale is None else float(guidance_scale)
+    log_lik = classifier_log_likelihood(clf_model.apply, clf_params, int(label))
+    return classifier_guidance(model_score_fn(config, model, params, sde), log_lik, scale=scale)
 
 
 def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int = 256, divergence: str | None = None,

@@ -423,6 +423,16 @@ RULES: tuple[Rule, ...] = (
     Rule("distill.s1", _distill_s1),
     Rule("distill.p_std", greater_than(0)),
     Rule("distill.sample_steps", count_at_least(1)),
+    # noise-conditional classifiers (jaxscore train-classifier)
+    Rule("classifier.num_classes", count_at_least(2)),
+    Rule("classifier.ch", count_at_least(1)),
+    Rule("classifier.num_res_blocks", count_at_least(1)),
+    Rule("classifier.embedding", one_of(("positional", "sinusoidal", "fourier"))),
+    Rule("classifier.batch_size", count_at_least(1)),
+    Rule("classifier.n_iters", count_at_least(1)),
+    Rule("classifier.lr", greater_than(0)),
+    Rule("classifier.log_every", count_at_least(1)),
+    Rule("classifier.checkpoint_every", count_at_least(1)),
 )
 """The value checks :func:`validate_config` applies, one per key."""
 
