@@ -29,8 +29,9 @@ from short_runs import CONFIGS
 
 DIGITS_VARIANTS = ("ddpm", "ddpm_cosine", "ncsn", "subvp", "ve", "edm", "likelihood", "ism", "ssm")
 # the default suite runs the variants whose code paths are new (discrete chain + integer timesteps +
-# ancestral; NCSN ladder + annealed Langevin; noisy ISM); the others are slow (about 2 s each)
-FAST_VARIANTS = ("ddpm", "ncsn", "ism")
+# ancestral; NCSN ladder + annealed Langevin; sliced SM of the diffused marginals, whose code ISM shares);
+# the others are slow (about 2 s of CPU each)
+FAST_VARIANTS = ("ddpm", "ncsn", "ssm")
 # each CIFAR-10 paper config and the digits variant with the same SDE / loss / sampler
 PAPER_CONFIGS = {
     "ncsn_cifar10.py": "ncsn",
