@@ -81,6 +81,8 @@ def test_refusals():
     with pytest.raises(ValueError, match="variance-exploding"):
         fit_grid(jax.random.key(1), MIX.score_fn(ve), ve, (8, 2), sampler="ddim", steps=2, iters=1,
                  t_max_range=(0.5, 1.0))
+    with pytest.raises(ValueError, match="objective: expected one of"):
+        fit_grid(jax.random.key(1), SCORE, SDE, (8, 2), sampler="ddim", steps=2, iters=1, objective="kl")
     with pytest.raises(TypeError, match="set by fit_grid"):
         fit_grid(jax.random.key(1), SCORE, SDE, (8, 2), sampler="ddim", steps=2, iters=1, grid="logsnr")
 
