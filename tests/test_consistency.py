@@ -42,7 +42,8 @@ def test_boundary_condition_is_exact(sde):
 
 def test_score_view_and_sampler():
     """The x0 view gives f back through sde.denoise; the sampler's one step is f(x_T, T); its facts:
-    NFE = steps, deterministic only for one step; the Karras levels hit t_min and T exactly."""
+    NFE = steps, deterministic only for one step (that multistep runs draw noise is checked by
+    test_samplers' generic test of the facts); the Karras levels hit t_min and T exactly."""
     sde = VPSDE()
     apply, params = _mlp(2)
     f, score_fn = consistency_fn(apply, params, sde), consistency_score_fn(apply, params, sde)
@@ -54,8 +55,6 @@ def test_score_view_and_sampler():
     assert info["nfe"] == 1
     s = get_sampler("consistency")
     assert s.nfe(4) == 4 and s.deterministic(steps=1) and not s.deterministic(steps=2)
-    two = [js.sample(jax.random.key(k), score_fn, sde, (64, 2), "consistency", steps=2, x_init=x_T) for k in (0, 1)]
-    assert not np.allclose(np.asarray(two[0]), np.asarray(two[1]))
     n = 7
     levels = np.asarray(karras_level(sde, jnp.arange(n), n))
     assert levels[0] == np.float32(sde.t_min) and levels[-1] == sde.T and np.all(np.diff(levels) > 0)
