@@ -86,9 +86,12 @@ def classifier_guided_score(config, model, params, sde, shape, classifier: str, 
     k = int(clf_config.classifier.num_classes)
     if not 0 <= int(label) < k:
         raise ValueError(f"--label: expected a class in [0, {k}) of the classifier, got {label}.")
-    if dict(clf_config.sde) != dict(config.sde):
-        raise ValueError(f"--classifier: the classifier was trained on SDE {dict(clf_config.sde)}, the model on "
-                         f"{dict(config.sde)}; train it with the model's SDE.")
+    grid = jnp.linspace(0.0, 1.0, 33) * sde.T
+    same = type(clf_sde) is type(sde) and clf_sde.T == sde.T and all(
+        np.allclose(np.asarray(a), np.asarray(b), rtol=1e-6) for a, b in zip(clf_sde.marginal_coefs(grid), sde.marginal_coefs(grid)))
+    if not same:  # the same marginals (alpha_t, sigma_t) on a grid of t: the classifier saw this SDE's x_t
+        raise ValueError(f"--classifier: the classifier was trained on SDE {clf_sde}, the model on {sde}; train it "
+                         "with the model's SDE.")
     clf_shape = tuple(load_data(clf_config)["shape"])
     if clf_shape != tuple(shape):
         raise ValueError(f"--classifier: expected a classifier of images {tuple(shape)} (the model's), got {clf_shape}.")
