@@ -228,9 +228,10 @@ def _short_run(dtype, steps, batch_size):
 def test_digits_bfloat16_short_run_trains_like_float32_and_samples_match():
     """200 steps of digits.py (batch 32, warm-up 20) in each dtype, same batches and keys.
 
-    Both losses fall (mean of the last 50 steps < 0.5 x the first 10, measured ~0.3x) and the
-    bfloat16 curve tracks the float32 one: the last-50 mean within 5% (measured ~1%; the
-    per-step loss noise is common to both runs, as they draw the same t and noise).
+    Both losses fall (mean of the last 50 steps < 0.6 x the first 10; measured 0.3025 -> 0.1363
+    float32, 0.3025 -> 0.1367 bfloat16, i.e. 0.45x) and the bfloat16 curve tracks the float32 one:
+    the last-50 mean within 5% (measured 0.3%; the per-step loss noise is common to both runs, as
+    they draw the same t and noise).
     Then the float32-trained EMA params sampled with dpmpp_2m (10 steps, same key) through the
     bfloat16 and the float32 network: sample RMS difference < 3% of the sample RMS (measured
     ~0.5%), float32 solver state."""
@@ -239,7 +240,7 @@ def test_digits_bfloat16_short_run_trains_like_float32_and_samples_match():
     _, m16, _, s16, loss16 = _short_run("bfloat16", steps, 32)
     for losses in (loss32, loss16):
         assert np.all(np.isfinite(losses))
-        assert losses[-50:].mean() < 0.5 * losses[:10].mean(), losses
+        assert losses[-50:].mean() < 0.6 * losses[:10].mean(), losses
     print(f"digits short run: first-10 / last-50 mean loss float32 {loss32[:10].mean():.4f} / {loss32[-50:].mean():.4f}, "
           f"bfloat16 {loss16[:10].mean():.4f} / {loss16[-50:].mean():.4f}")
     assert abs(loss16[-50:].mean() - loss32[-50:].mean()) / loss32[-50:].mean() < 0.05
