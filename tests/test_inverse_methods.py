@@ -195,6 +195,17 @@ BOUNDS = {
     ("ring_dense", "pigdm"): (0.2, 0.15),  # 0.06 / 0.06
     ("ring_dense", "dps"): (0.25, 0.2),  # 0.09 / 0.10
     ("ring_dense", "ddrm"): (0.5, 0.2),  # 0.32 / 0.09
+    # 8-D mixture, y from a point between two modes (bimodal posteriors); prior: error 2.7-5.0, tv 0.52-0.54
+    ("mix8_mask", "pigdm"): (1.0, 0.4),  # 0.63 / 0.23
+    ("mix8_mask", "dps"): (1.2, 0.15),  # 0.81 / 0.04
+    ("mix8_mask", "ddrm"): (0.6, 0.35),  # 0.30 / 0.21
+    ("mix8_mask", "replacement"): (2.2, 0.5),  # 1.53 / 0.37
+    ("mix8_blur", "pigdm"): (1.1, 0.65),  # 0.71 / 0.50
+    ("mix8_blur", "dps"): (1.3, 0.55),  # 0.89 / 0.42
+    ("mix8_blur", "ddrm"): (1.3, 0.7),  # 0.88 / 0.58 (mode weights no better than the prior's)
+    ("mix8_dense", "pigdm"): (0.7, 0.35),  # 0.42 / 0.21
+    ("mix8_dense", "dps"): (0.9, 0.15),  # 0.58 / 0.05
+    ("mix8_dense", "ddrm"): (0.5, 0.45),  # 0.27 / 0.32
 }
 FAST = {("ring_mask", "pigdm"), ("ring_mask", "ddrm")}
 
