@@ -144,7 +144,7 @@ def candidate_grids(sde, steps: int) -> dict:
 
 
 def run_fixed_and_fitted(ours: Ours, nfes, *, fit_batch: int, fit_iters: int, key, fit_start: bool = False,
-                         log=print) -> dict:
+                         objective: str = "mse", log=print) -> dict:
     """Per NFE: the best fixed grid of each sampler, the best sampler's fitted grid (with cost)."""
     import jax
 
@@ -175,7 +175,7 @@ def run_fixed_and_fitted(ours: Ours, nfes, *, fit_batch: int, fit_iters: int, ke
         t0, c0 = time.perf_counter(), time.process_time()
         ts, info = fit_grid(jax.random.fold_in(key, nfe), ours.score_fn, sde, fit_shape, sampler=s, steps=steps,
                             init=init, t_max_range=(t3, 1.0) if fit_start else None, iters=fit_iters,
-                            return_info=True)
+                            objective=objective, return_info=True)
         ts = np.asarray(jax.block_until_ready(ts))
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         fitted_err = ours.error(ours.draw(s, steps, ts))
@@ -385,6 +385,7 @@ def run(args, students: dict | None = None, log=print) -> dict:
 
     key = jax.random.key(args.seed)
     out = {"num": args.num, "nfes": args.nfes, "fit_iters": args.fit_iters, "fit_start": args.fit_start,
+           "objective": args.objective,
            "mixtures": {}}
     for mname, mix in mixtures(args.mixtures).items():
         nfes = args.nfes if mname in TUNED else [n for n in args.nfes if n >= 5]
@@ -404,7 +405,8 @@ def run(args, students: dict | None = None, log=print) -> dict:
         res["grids"], res["defaults"] = [], []
         for part in [first] + [[n] for n in rest]:
             res["grids"] += run_fixed_and_fitted(ours, part, fit_batch=fit_batch, fit_iters=args.fit_iters,
-                                                 key=jax.random.fold_in(key, 3), fit_start=args.fit_start, log=log)
+                                                 key=jax.random.fold_in(key, 3), fit_start=args.fit_start,
+                                                 objective=args.objective, log=log)
             res["defaults"] += run_defaults(ours, [n for n in part if n >= 5], log=log)
             res["grids"].sort(key=lambda r: r["nfe"])
             res["defaults"].sort(key=lambda r: r["nfe"])
@@ -501,6 +503,7 @@ def main(argv=None):
     p.add_argument("--nfes", default=",".join(map(str, NFES)))
     p.add_argument("--mixtures", default="ring2d,mix16d,mix8d_k3,mix32d_iso")
     p.add_argument("--fit-iters", type=int, default=60)
+    p.add_argument("--objective", default="mse", help="fit_grid's objective: mse or log_mse")
     p.add_argument("--fit-start", action="store_true", help="also fit the start time in [t(sigma_ratio=3), T]")
     p.add_argument("--fit-batch", type=int, default=None, help="default 1024 (d <= 2) or 512")
     p.add_argument("--cost-iters", type=int, default=50)
