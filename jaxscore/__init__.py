@@ -11,6 +11,7 @@ from jaxscore import distill as distill
 from jaxscore import evaluation as evaluation
 from jaxscore import experiment as experiment
 from jaxscore import guidance as guidance
+from jaxscore import inverse as inverse
 from jaxscore import likelihood as likelihood
 from jaxscore import losses as losses
 from jaxscore import metrics as metrics
