@@ -225,36 +225,43 @@ def _short_run(dtype, steps, batch_size):
 
 
 @pytest.mark.slow
-def test_digits_bfloat16_short_run_trains_like_float32_and_samples_match():
+def test_digits_bfloat16_short_run_trains_like_float32():
     """200 steps of digits.py (batch 32, warm-up 20) in each dtype, same batches and keys.
 
     Both losses fall (mean of the last 50 steps < 0.6 x the first 10; measured 0.3025 -> 0.1363
     float32, 0.3025 -> 0.1367 bfloat16, i.e. 0.45x) and the bfloat16 curve tracks the float32 one:
     the last-50 mean within 5% (measured 0.3%; the per-step loss noise is common to both runs, as
-    they draw the same t and noise).
-    Then the float32-trained EMA params sampled with dpmpp_2m (10 steps, same key) through the
-    bfloat16 and the float32 network: sample RMS difference < 3% of the sample RMS (measured
-    ~0.5%), float32 solver state."""
+    they draw the same t and noise)."""
     steps = 200
-    cfg, m32, sde, s32, loss32 = _short_run("float32", steps, 32)
-    _, m16, _, s16, loss16 = _short_run("bfloat16", steps, 32)
+    _, _, _, s32, loss32 = _short_run("float32", steps, 32)
+    _, _, _, s16, loss16 = _short_run("bfloat16", steps, 32)
     for losses in (loss32, loss16):
         assert np.all(np.isfinite(losses))
         assert losses[-50:].mean() < 0.6 * losses[:10].mean(), losses
     print(f"digits short run: first-10 / last-50 mean loss float32 {loss32[:10].mean():.4f} / {loss32[-50:].mean():.4f}, "
           f"bfloat16 {loss16[:10].mean():.4f} / {loss16[-50:].mean():.4f}")
     assert abs(loss16[-50:].mean() - loss32[-50:].mean()) / loss32[-50:].mean() < 0.05
+    assert {x.dtype for x in jax.tree.leaves(s16.params)} == {jnp.dtype("float32")}
 
-    key = jax.random.key(11)
 
-    def draw(model):
-        score_fn = experiment.model_score_fn(cfg, model, s32.ema_params, sde)
-        return jax.jit(lambda k: samplers.dpmpp_2m(k, score_fn, sde, (16, 8, 8, 1), steps=10))(key)
+@pytest.mark.slow
+def test_digits_unet_bfloat16_sampling_matches_float32():
+    """dpmpp_2m (10 steps, 16 images, same key) through the digits U-Net in bfloat16 and float32,
+    same params (``init_scale=1``: every branch active, an O(1) network output at every noise
+    level): the solver state stays float32 and the samples differ by 1.2e-2 of their RMS
+    (measured). Bound 5e-2: each evaluation of this network is ~sqrt(L) u ~ 2% off (see the
+    module docstring), and 10 solver steps add such errors with weights of order one."""
+    cfg, m32, sde, _, init_fn = _problem(DIGITS, "float32", "--config.model.init_scale=1.0")
+    _, m16, _, _, _ = _problem(DIGITS, "bfloat16", "--config.model.init_scale=1.0")
+    params = jax.jit(init_fn)(jax.random.key(0))
 
-    x32, x16 = draw(m32), draw(m16)
+    def draw(model, k):
+        return samplers.dpmpp_2m(k, experiment.model_score_fn(cfg, model, params, sde), sde, (16, 8, 8, 1), steps=10)
+
+    x32, x16 = jax.jit(lambda k: (draw(m32, k), draw(m16, k)))(jax.random.key(11))  # one compile for both
     assert x16.dtype == jnp.float32
     x32, x16 = np.asarray(x32, np.float64), np.asarray(x16, np.float64)
     assert np.all(np.isfinite(x16))
     err = float(np.sqrt(np.mean((x16 - x32) ** 2) / np.mean(x32**2)))
     print(f"digits dpmpp_2m 10 steps, bfloat16 vs float32 network: sample rel. RMS difference {err:.2e}")
-    assert 0 < err < 3e-2, err
+    assert 0 < err < 5e-2, err
