@@ -41,6 +41,7 @@ from jaxscore.sde import VESDE, VPSDE  # noqa: E402
 RING = ring_mixture()
 
 
+@pytest.mark.slow
 def test_edm_stochastic_without_churn_is_heun_and_counts_the_final_step():
     for sde in (VPSDE(), VESDE()):
         sf = RING.score_fn(sde)
@@ -71,6 +72,7 @@ def test_heun_default_is_edm_algorithm_1():
     assert info["nfe"] == 35
 
 
+@pytest.mark.slow
 def test_start_time_and_noise_range_options():
     sde = VESDE()
     for sampler in ("dpmpp_2m", "heun"):
@@ -115,6 +117,7 @@ def _kdiffusion_3m(denoiser, x, sigmas, warmup_2m=False):
     return x
 
 
+@pytest.mark.slow
 def test_dpmpp_3m_reference_coefficient_matches_k_diffusion():
     sde = VESDE()
     sf = RING.score_fn(sde)
