@@ -105,7 +105,22 @@ def methods(prior):
     return out
 
 
-def run_mixtures(nfes, num, only=None):
+def save(update: dict, path: str) -> dict:
+    """Merge ``update`` into the JSON at ``path`` (mixture cases one by one; digits separately)."""
+    out = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            out = json.load(f)
+    mixtures = {**out.get("mixtures", {}), **update.get("mixtures", {})}
+    out.update(update)
+    if mixtures:
+        out["mixtures"] = mixtures
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1, default=float)
+    return out
+
+
+def run_mixtures(nfes, num, only=None, path=None):
     sde = VPSDE()
     results = {}
     for name, prior, op, x_true in mixture_cases():
@@ -141,6 +156,9 @@ def run_mixtures(nfes, num, only=None):
                       f"{err['mean_corrected']:.3f}) tv {err['tv']:.3f}  {wall:.2f}s", flush=True)
             case["methods"][mname] = rows
         results[name] = case
+        if path:
+            save({"mixtures": {name: case}}, path)
+            plot_mixtures({name: case}, os.path.join(os.path.dirname(path), "inverse"))
     return results
 
 
@@ -240,20 +258,14 @@ def main():
     os.makedirs(RESULTS, exist_ok=True)
     out = {"platform": platform.platform(), "device": str(jax.devices()[0]), "noise_std": NOISE_STD, "num": num}
     path = os.path.join(RESULTS, "inverse.json")
+    save(out, path)
     if not args.skip_mixtures:
-        res = run_mixtures(nfes, num, args.cases)
-        out["mixtures"] = res
-        print("plots:", plot_mixtures(res, os.path.join(RESULTS, "inverse")))
+        res = run_mixtures(nfes, num, args.cases, path)
+        print("plots:", [f"inverse_{name}.png" for name in res])
     if args.digits:
         nfe_digits = args.digits_nfe or ([20, 100] if args.quick else [20, 100, 300])
-        out["digits"] = run_digits(args.digits, 64 if args.quick else 256, nfe_digits, args.digits_tasks,
-                                   args.digits_methods)
-    if os.path.exists(path):  # keep the other part's results (mixtures / digits run separately)
-        with open(path) as f:
-            old = json.load(f)
-        out = {**old, **out, "mixtures": {**old.get("mixtures", {}), **out.get("mixtures", {})}}
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1, default=float)
+        save({"digits": run_digits(args.digits, 64 if args.quick else 256, nfe_digits, args.digits_tasks,
+                                   args.digits_methods)}, path)
     print("wrote", path)
 
 
