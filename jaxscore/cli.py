@@ -1,4 +1,4 @@
-"""``jaxscore`` command line: train / distill / train-classifier / sample / likelihood / eval / fid-stats / convert-inception.
+"""``jaxscore`` command line: train / distill / train-classifier / sample / restore / fit-grid / likelihood / eval / fid-stats / convert-inception.
 
     jaxscore train --config experiments/configs/toy2d.py --workdir runs/toy2d [--config.training.n_iters=500]
     jaxscore sample --workdir runs/toy2d --sampler dpmpp_2m --steps 20 --num 4096 --out samples.npz
@@ -12,6 +12,7 @@
     jaxscore distill --config experiments/configs/digits_distill.py --teacher runs/digits --workdir runs/digits_pd
     jaxscore train-classifier --config experiments/configs/digits_classifier.py --workdir runs/digits_clf
     jaxscore sample --workdir runs/digits --classifier runs/digits_clf --label 3 --guidance-scale 2
+    jaxscore restore --workdir runs/digits --task deblur --input digits.npz --method pigdm --out restored.npz
 
 ``train`` takes ``--config.a.b=value`` overrides of existing keys (an unknown key or a value of
 the wrong type is an error, exit status 2). ``sample`` and ``likelihood`` use the EMA parameters
@@ -153,6 +154,18 @@ def _sample(args, overrides) -> int:
         classifier=args.classifier, **options,
     )
     print(f"wrote {path}")
+    return 0
+
+
+def _restore(args, overrides) -> int:
+    from jaxscore.commands import restore_from_workdir
+
+    result = restore_from_workdir(args.workdir, task=args.task, input=args.input, method=args.method, out=args.out,
+                                  noise_std=args.noise_std, steps=args.steps, particles=args.particles, seed=args.seed,
+                                  factor=args.factor, blur_std=args.blur_std)
+    print(f"{args.task} / {args.method}: PSNR {result['psnr']:.2f} dB over {result['num']} images "
+          f"(least squares A+y: {result['psnr_least_squares']:.2f} dB)")
+    print(f"wrote {result['out']}")
     return 0
 
 
@@ -341,6 +354,23 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--config", required=True, help="config file with a classifier section (path.py or path.py:arg)")
     tc.add_argument("--workdir", required=True, help="run directory: checkpoints, metrics.jsonl, accuracy.json")
     tc.set_defaults(run=_train_classifier)
+
+    from jaxscore.inverse.tasks import METHODS, TASKS
+
+    rs = sub.add_parser("restore", help="degrade clean images (y = A x + noise) and restore them with the run's model "
+                                        "as prior (jaxscore.inverse)")
+    rs.add_argument("--workdir", required=True)
+    rs.add_argument("--task", required=True, choices=TASKS)
+    rs.add_argument("--input", required=True, help=".npz with 'images' (uint8, or float in [-1, 1]) of the run's shape")
+    rs.add_argument("--method", default="pigdm", choices=METHODS)
+    rs.add_argument("--out", default="restored.npz", help="npz (restored, observed, clean) and <name>_grid.png beside it")
+    rs.add_argument("--noise-std", type=positive_float, default=0.05, help="observation noise sigma_y")
+    rs.add_argument("--steps", type=positive_int, default=None, help="default: the method's (jaxscore.inverse.tasks)")
+    rs.add_argument("--particles", type=positive_int, default=16, help="tds: particles per image")
+    rs.add_argument("--factor", type=positive_int, default=2, help="superres: the pooling factor")
+    rs.add_argument("--blur-std", type=positive_float, default=1.0, help="deblur: Gaussian blur std in pixels")
+    rs.add_argument("--seed", type=int, default=0)
+    rs.set_defaults(run=_restore)
 
     fg = sub.add_parser("fit-grid", help="fit a deterministic sampler's time grid to the run's model "
                                          "(writes WORKDIR/grids/<sampler>_<steps>.npz for `sample --grid`)")

@@ -3,6 +3,8 @@ r"""Linear inverse problems :math:`y = A x_0 + n`, :math:`n \sim N(0, \sigma_y^2
 * :mod:`jaxscore.inverse.operators`: the degradations as :class:`LinearOperator` objects with
   forward, adjoint and (for :class:`SVDOperator`) an implicit SVD: inpainting, colorization,
   super-resolution, FFT deblurring, any dense matrix, any linear function.
+* :mod:`jaxscore.inverse.smc`: :func:`twisted_smc`, sequential Monte Carlo with twisted proposals
+  (TDS, Wu et al. 2023), exact as the number of particles grows.
 * :mod:`jaxscore.inverse.methods`: guided scores that plug into every sampler (:func:`pigdm`,
   :func:`dps`) and method-specific samplers (:func:`dps_sample`, :func:`replacement_sample`,
   :func:`ddrm_sample`).
@@ -30,9 +32,13 @@ from jaxscore.inverse.operators import grayscale_operator as grayscale_operator
 from jaxscore.inverse.operators import mask_operator as mask_operator
 from jaxscore.inverse.operators import random_mask as random_mask
 from jaxscore.inverse.operators import uniform_blur as uniform_blur
+from jaxscore.inverse.smc import linear_gaussian_likelihood as linear_gaussian_likelihood
+from jaxscore.inverse.smc import tweedie_likelihood as tweedie_likelihood
+from jaxscore.inverse.smc import twisted_smc as twisted_smc
 
 __all__ = [
     "Blur", "Colorization", "DenseOperator", "FunctionOperator", "Inpainting", "LinearOperator", "SVDOperator",
     "SuperResolution", "box_mask", "ddrm_sample", "dps", "dps_sample", "gaussian_blur", "grayscale_operator",
-    "mask_operator", "pigdm", "random_mask", "replacement_sample", "uniform_blur",
+    "linear_gaussian_likelihood", "mask_operator", "pigdm", "random_mask", "replacement_sample", "tweedie_likelihood",
+    "twisted_smc", "uniform_blur",
 ]
