@@ -21,6 +21,7 @@ CLF = os.path.join(CONFIGS, "digits_classifier.py")
 DIGITS = os.path.join(CONFIGS, "digits.py")
 
 
+@pytest.mark.slow  # default-suite budget: 15-180 s of compile and training on 2 cores
 def test_module_loss_and_guidance_gradient():
     model = NoiseConditionalClassifier(num_classes=10, ch=8, ch_mult=(1, 2))
     x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))

@@ -138,6 +138,7 @@ def test_digits_bits_per_dim_hook_and_cli(tmp_path, capsys):
     assert got["bits_per_dim"] == pytest.approx(got["nll_nats"] / (64 * math.log(2)) + 7.0, rel=1e-5)
 
 
+@pytest.mark.slow  # default-suite budget: 15-180 s of compile and training on 2 cores
 def test_class_conditional_digits_train_and_guided_sample(tmp_path, capsys):
     """``digits.py:cond``: labels reach the network (label dropout for CFG), the report grid and a
     guided ``sample`` run; sample i gets class i % 10 across batches (batch 12 is rounded down to

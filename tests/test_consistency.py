@@ -40,6 +40,7 @@ def test_boundary_condition_is_exact(sde):
     assert not np.allclose(np.asarray(f(x, jnp.full((256,), 0.5))), np.asarray(x))
 
 
+@pytest.mark.slow  # default-suite budget: 15-180 s of compile and training on 2 cores
 def test_score_view_and_sampler():
     """The x0 view gives f back through sde.denoise; the sampler's one step is f(x_T, T); its facts:
     NFE = steps, deterministic only for one step (that multistep runs draw noise is checked by
@@ -61,6 +62,7 @@ def test_score_view_and_sampler():
     assert [ict_levels(k, 800, 10, 80) for k in (0, 199, 200, 400, 799)] == [11, 11, 21, 41, 81]
 
 
+@pytest.mark.slow  # default-suite budget: 15-180 s of compile and training on 2 cores
 def test_consistency_sampler_with_an_exact_score_is_denoise_renoise():
     """For any score_fn (here the exact ring score) one step is the posterior mean E[x_0 | x_T]; two steps
     re-noise by the exact transition from t_min (VE: x0 + sqrt(s_n^2 - s_min^2) z)."""

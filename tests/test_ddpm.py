@@ -97,6 +97,7 @@ def test_transitions_betas_and_inverse_maps():
         DiscreteVPSDE(jnp.asarray([0.1, 1.0]))
 
 
+@pytest.mark.slow  # default-suite budget: 15-180 s of compile and training on 2 cores
 def test_ancestral_on_the_integer_grid_is_ddpm_algorithm_2():
     """Ancestral sampling of the chain (``steps = N``, ``t_min = 0``: the integer grid N..0) is Ho et al.'s
     Alg. 2 with sigma_i^2 = beta_tilde_i:

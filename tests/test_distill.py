@@ -85,6 +85,7 @@ def test_target_is_the_teachers_two_step_ddim_map(sde):
     np.testing.assert_allclose(np.asarray(ddim_step(sde, x_t, target, t, s)), np.asarray(x_s), atol=2e-4)
 
 
+@pytest.mark.slow  # default-suite budget: 15-180 s of compile and training on 2 cores
 def test_denoiser_matches_make_score_fn_for_every_parameterization():
     sde = VPSDE()
     model, apply, params = _mlp((16,))

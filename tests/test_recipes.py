@@ -24,7 +24,7 @@ from jaxscore.config import ConfigError, load_config, resolve_weighting
 from jaxscore.data.toy import gaussian_mixture
 from jaxscore.samplers import get_sampler, sample
 from jaxscore.samplers.grids import time_grid
-from jaxscore.sde import VESDE, VPSDE, DiscreteVPSDE
+from jaxscore.sde import VPSDE, DiscreteVPSDE
 from short_runs import CONFIGS
 
 DIGITS_VARIANTS = ("ddpm", "ddpm_cosine", "ncsn", "subvp", "ve", "edm", "likelihood", "ism", "ssm")

@@ -38,7 +38,8 @@ def test_task_operators_have_the_promised_shapes_and_refuse_what_they_cannot_do(
     assert set(TASKS) >= {"inpaint", "colorize", "superres", "deblur"}
 
 
-@pytest.mark.parametrize("method", METHODS)
+# one method in the default suite (each compiles its own 30-step loop: ~20 s on 2 cores); all of them under -m slow
+@pytest.mark.parametrize("method", [m if m == "pigdm" else pytest.param(m, marks=pytest.mark.slow) for m in METHODS])
 def test_every_method_matches_the_observed_pixels_and_fills_the_rest_from_the_prior(method):
     n = 64
     op = task_operator("inpaint_random", SHAPE, keep=0.5)

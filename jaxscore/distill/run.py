@@ -175,7 +175,7 @@ def run_distillation(config, workdir: str, *, teacher: str | None = None, allow_
     a finished stage is restored, not retrained. Returns the summary also written to
     ``workdir/distill.json`` (``stages``: per stage its directory, sampler, steps, grid, training
     steps, minutes of this call and last logged metrics). ``teacher`` overrides ``distill.teacher``."""
-    from jaxscore.experiment import build_model_from_config, build_sde, load_data, make_batch_fn, make_init_fn
+    from jaxscore.experiment import build_model_from_config, build_sde, load_data, make_init_fn
     from jaxscore.train import maybe_initialize_distributed
 
     maybe_initialize_distributed(config)

@@ -56,7 +56,6 @@ from jaxscore.models.layers import (
     Upsample,
     conv1x1,
     conv3x3,
-    default_init,
     dense,
     fir_downsample,
     get_activation,
