@@ -9,6 +9,7 @@ import pytest
 from jaxscore.data.toy import gaussian, linear_gaussian_posterior, random_mixture, ring_mixture
 
 
+@pytest.mark.slow  # default-suite budget: 15-22 s of compile on 2 cores
 def test_posterior_density_is_prior_times_likelihood_on_a_grid():
     """log p(x|y) = log p(x) + log N(y; Ax, s^2) - log Z on a dense 2-D grid (Z by quadrature)."""
     prior = ring_mixture()
@@ -27,6 +28,7 @@ def test_posterior_density_is_prior_times_likelihood_on_a_grid():
     assert float(jnp.sum(post.weights)) == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.slow  # default-suite budget: 15-22 s of compile on 2 cores
 def test_gaussian_prior_gives_the_kalman_update():
     key = jax.random.key(0)
     d, m = 5, 3

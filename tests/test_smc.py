@@ -97,6 +97,7 @@ def check_trend(res, multiple):
 
 # --- the default suite ----------------------------------------------------------------------------
 
+@pytest.mark.slow  # default-suite budget: 15-22 s of compile on 2 cores
 def test_ring_inpainting_error_falls_to_the_monte_carlo_floor():
     """Observe x[0] of the 2-D ring (sigma_y = 0.5) at 8 values: at K = 16, 256, 4096 the posterior mean's
     and mode weights' RMS errors fall, and at 4096 they lie within 4x the i.i.d. Monte-Carlo floor (measured
@@ -126,6 +127,7 @@ def test_systematic_and_multinomial_resampling_are_unbiased():
     assert np.all(np.asarray(resample_particles(jax.random.key(2), pts, jnp.array([0, 0, 1.0, 0, 0]), 3)) == 2.0)
 
 
+@pytest.mark.slow  # default-suite budget: 15-22 s of compile on 2 cores
 def test_images_shapes_and_resampling_rule():
     """An image-shaped inpainting problem (a mask, VE SDE, data N(0, I)): shapes, normalised weights, the ESS
     trace and the resampling rule, and the exact posterior mean y / (1 + sigma_y^2) of the observed pixels."""
