@@ -370,7 +370,7 @@ def restore_from_workdir(workdir: str, *, task: str, input: str, method: str, ou
     if not np.all(np.isfinite(restored)):
         raise FloatingPointError(f"restore: {method} gave non-finite values for "
                                  f"{int(np.sum(~np.isfinite(restored).reshape(len(restored), -1).any(1)))} images.")
-    least_squares = np.asarray(op.pinv(y)) if hasattr(op, "pinv") else np.asarray(op.adjoint(y))
+    least_squares = np.asarray(op.pinv(y))  # every task operator is an SVDOperator
     out = out if out.endswith(".npz") else out + ".npz"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     np.savez(out, restored=restored, observed=np.asarray(y), clean=np.asarray(clean), step=step)
