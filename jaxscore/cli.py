@@ -146,6 +146,10 @@ def _sample(args, overrides) -> int:
     if args.classifier is not None and args.label < 0:
         raise ConfigError(f"--label: expected a class index >= 0, got {args.label}.")
     options = dict(args.option or ())
+    if args.grid is None and os.path.exists(os.path.join(args.workdir, "config.json")):
+        from jaxscore.experiment import student_sampling  # a distilled student samples with its own sampler
+
+        args.sampler, args.steps, options = student_sampling(args.workdir, args.sampler, args.steps, options)
     _grid_file(args, options)
     _check_sampler_options(args.sampler, options)
     path = sample_from_workdir(

@@ -14,7 +14,7 @@ import numpy as np
 from jaxscore import viz
 from jaxscore.data import images as image_data
 from jaxscore.experiment import (class_score_fn, is_conditional, load_data, load_for_inference, load_run,
-                                 load_run_config, model_score_fn)
+                                 load_run_config, model_score_fn, student_sampling)
 from jaxscore.samplers import sample_in_batches
 
 
@@ -253,6 +253,7 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
     metrics = tuple(metrics)
     quality = tuple(m for m in metrics if m != "bpd")
     num = int(num or config.eval.fid_num)
+    sampler, steps, options = student_sampling(workdir, sampler, steps, options, config=config)  # a student's own
     sampler, steps = sampler or config.sampling.sampler, steps or config.sampling.steps
     extractor = build_extractor(features or str(config.eval.features), inception_weights=inception_weights,
                                 mnist_path=config.data.get("path"))

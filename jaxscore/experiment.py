@@ -239,8 +239,14 @@ def make_init_fn(model, shape) -> Callable:
 
 
 def model_score_fn(config, model, params, sde, **apply_kwargs):
-    """The trained network as ``score_fn(x, t)`` (eval mode: no dropout)."""
+    """The trained network as ``score_fn(x, t)`` (eval mode: no dropout). A consistency student
+    (``model.parameterization == "consistency"``, written by ``jaxscore distill``) becomes
+    :func:`jaxscore.distill.consistency_score_fn`, whose x0 view is the consistency function."""
     apply = lambda p, x, t, **kw: model.apply({"params": p}, x, t, train=False, **kw)  # noqa: E731
+    if config.model.parameterization == "consistency":
+        from jaxscore.distill.consistency import consistency_score_fn
+
+        return consistency_score_fn(apply, params, sde, **apply_kwargs)
     return make_score_fn(apply, params, sde, config.model.parameterization, **apply_kwargs)
 
 
@@ -331,6 +337,30 @@ def load_run(workdir: str):
     model = build_model_from_config(config.model)
     params, step = restore_params(workdir, make_init_fn(model, data_shape), which="ema_params")
     return config, model, params, sde, data_shape, step
+
+
+def student_sampling(workdir: str, sampler: str | None = None, steps: int | None = None, options: dict | None = None,
+                     config=None) -> tuple[str | None, int | None, dict]:
+    """``(sampler, steps, options)`` for sampling the run in ``workdir``, filling what the caller left as None
+    from a distilled student's own sampler (``jaxscore distill``): a consistency student
+    (``model.parameterization == "consistency"``) -> ``"consistency"`` at ``sampling.steps``; a
+    progressive-distillation stage -> ``"ddim"`` at its distilled step count, on its grid (``grid.npz``, key
+    ``ts``, added as the ``grid`` option when the sampler and step count are the student's and no grid is given).
+    Any other run is returned unchanged (``None`` stays ``None``: the caller's defaults apply)."""
+    options = dict(options or {})
+    config = load_run_config(workdir) if config is None else config
+    if config.model.parameterization == "consistency":
+        own, grid_path = "consistency", None
+    elif config.get("distill") is not None and config.distill.get("method") == "progressive":
+        own, grid_path = str(config.sampling.sampler), os.path.join(workdir, "grid.npz")
+    else:
+        return sampler, steps, options
+    sampler = sampler or own
+    if sampler == own:
+        steps = steps or int(config.sampling.steps)
+        if grid_path and steps == int(config.sampling.steps) and "grid" not in options and os.path.exists(grid_path):
+            options["grid"] = jnp.asarray(np.load(grid_path)["ts"])
+    return sampler, steps, options
 
 
 def load_for_inference(workdir: str):

@@ -138,3 +138,90 @@ def test_self_consistent_along_the_whole_trajectory(teacher):
     f, _ = _train(sde, exact, iters=3000, teacher=teacher)
     errors = _trajectory_errors(sde, f, (0.02, 0.1, 0.3, 0.6, 0.8, 1.0))
     assert max(errors) < (0.1 if teacher else 0.35), errors
+
+
+def test_a_run_directory_samples_a_student_with_its_own_sampler(tmp_path):
+    """The one place a run directory becomes a sampler-ready function: ``model_score_fn`` of a consistency
+    run is the consistency function's x0 view (``sde.denoise`` of its score is f, so f(x, t_min) = x to
+    round-off; the slow CLI test below samples one), and ``student_sampling`` fills the sampler a
+    user left unnamed: consistency at ``sampling.steps`` for a consistency student, DDIM at its step count on
+    its ``grid.npz`` for a progressive stage, nothing for an ordinary run or a sampler the user named."""
+    import json
+    import os
+
+    import ml_collections
+
+    from jaxscore.distill.run import distill_section
+    from jaxscore.experiment import model_score_fn, student_sampling
+
+    def run_dir(name, parameterization, sampler, steps, distill=None):
+        d = tmp_path / name
+        d.mkdir()
+        cfg = {"model": {"name": "mlp_toy", "parameterization": parameterization},
+               "sampling": {"sampler": sampler, "steps": steps}}
+        if distill:
+            cfg["distill"] = {**distill_section().to_dict(), "method": distill}
+        (d / "config.json").write_text(json.dumps(cfg))
+        return str(d), ml_collections.ConfigDict(cfg)
+
+    cm, cm_cfg = run_dir("cm", "consistency", "consistency", 2, "consistency_distillation")
+    assert student_sampling(cm) == ("consistency", 2, {})
+    assert student_sampling(cm, steps=1) == ("consistency", 1, {})
+    assert student_sampling(cm, sampler="dpmpp_2m", steps=10) == ("dpmpp_2m", 10, {})
+    pd, _ = run_dir("pd", "v", "ddim", 4, "progressive")
+    ts = np.array([1.0, 0.75, 0.5, 0.25, 1e-3], np.float32)
+    np.savez(os.path.join(pd, "grid.npz"), ts=ts)
+    sampler, steps, opts = student_sampling(pd)
+    assert (sampler, steps) == ("ddim", 4)
+    np.testing.assert_array_equal(np.asarray(opts["grid"]), ts)
+    assert student_sampling(pd, steps=8) == ("ddim", 8, {})  # not the student's step count: no grid
+    plain, _ = run_dir("plain", "edm", "dpmpp_2m", 20)
+    assert student_sampling(plain) == (None, None, {})
+
+    sde = VPSDE()
+    model = build_model("mlp_toy", hidden_dims=(32,), embedding_dim=16)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.ones((1,)))["params"]
+    score_fn = jax.jit(model_score_fn(cm_cfg, model, params, sde))
+    x = jax.random.normal(jax.random.key(3), (8, 2)) * 2.0
+    t_min = jnp.full((8,), sde.t_min)
+    np.testing.assert_allclose(sde.denoise(x, score_fn(x, t_min), t_min), x, atol=1e-4)
+    f = consistency_fn(lambda p, x, t: model.apply({"params": p}, x, t, train=False), params, sde)
+    t = jnp.full((8,), 0.5)
+    np.testing.assert_allclose(sde.denoise(x, score_fn(x, t), t), jax.jit(f)(x, t), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow  # a 2-step `jaxscore distill` run and three `jaxscore sample` calls: ~45 s of CPU on 2 cores
+def test_cli_samples_a_consistency_run_with_its_own_sampler(tmp_path):
+    """A consistency student's run directory (``jaxscore distill``, 2 training steps of the toy config) samples
+    through ``jaxscore sample`` with no --sampler/--steps exactly as with ``--sampler consistency --steps
+    <sampling.steps>`` (and not as the CLI's dpmpp_2m default), and its loaded ``score_fn`` is the consistency
+    function's x0 view: ``sde.denoise`` gives back f, and f(x, t_min) = x."""
+    import os
+
+    from jaxscore import cli
+    from jaxscore.experiment import load_for_inference, student_sampling
+
+    config = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", "digits_consistency.py")
+    wd = str(tmp_path / "cd")
+    short = ["--config.training.n_iters=2", "--config.training.steps_per_call=1", "--config.training.progress=False",
+             "--config.training.checkpoint_every=2", "--config.training.eval_every=2", "--config.eval.num_samples=16",
+             "--config.training.batch_size=16", "--config.data.num_train=256", "--config.distill.s1=20"]
+    assert cli.main(["distill", "--config", config + ":toy", "--workdir", wd, *short]) == 0
+    assert student_sampling(wd)[:2] == ("consistency", 2)
+
+    def draw(*extra):
+        out = str(tmp_path / f"s{len(extra)}.npz")
+        assert cli.main(["sample", "--workdir", wd, "--num", "16", "--out", out, *extra]) == 0
+        return np.load(out)["samples"]
+
+    own = draw()
+    np.testing.assert_array_equal(own, draw("--sampler", "consistency", "--steps", "2"))
+    assert np.abs(own - draw("--sampler", "dpmpp_2m", "--steps", "2")).max() > 1e-3
+
+    cfg, score_fn, sde, shape, _ = load_for_inference(wd)
+    assert cfg.model.parameterization == "consistency" and shape == (2,)
+    x = jax.random.normal(jax.random.key(3), (8, 2)) * 2.0
+    t_min = jnp.full((8,), sde.t_min)
+    np.testing.assert_allclose(sde.denoise(x, score_fn(x, t_min), t_min), x, atol=1e-4)
+    y = js.sample(jax.random.key(0), score_fn, sde, (8, 2), sampler="consistency", steps=1)
+    assert y.shape == (8, 2) and bool(jnp.all(jnp.isfinite(y)))

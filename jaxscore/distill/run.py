@@ -290,26 +290,22 @@ def load_student(workdir: str) -> dict:
     """A student's run directory (a progressive stage or a consistency run) as ``{"config", "score_fn",
     "sde", "shape", "step", "sampler", "steps", "options"}``: sample it with
     ``js.sample(key, d["score_fn"], d["sde"], (n, *d["shape"]), d["sampler"], d["steps"], **d["options"])``.
-    A progressive run directory (holding ``stage*`` directories) gives its last stage."""
-    from jaxscore.experiment import load_for_inference, load_run, load_run_config
+    A progressive run directory (holding ``stage*`` directories) gives its last stage. The score comes from
+    :func:`jaxscore.experiment.load_for_inference` and the sampler from
+    :func:`jaxscore.experiment.student_sampling`, as for ``jaxscore sample`` / ``eval``."""
+    from jaxscore.experiment import load_for_inference, student_sampling
 
     stage_dirs = sorted((d for d in os.listdir(workdir) if d.startswith("stage") and os.path.isdir(os.path.join(workdir, d))),
                         key=lambda d: int(d[5:].split("_")[0])) if os.path.isdir(workdir) else []
     if stage_dirs and not os.path.exists(os.path.join(workdir, "config.json")):
         workdir = os.path.join(workdir, stage_dirs[-1])
-    config = load_run_config(workdir)
-    if config.model.parameterization == CONSISTENCY_PARAMETERIZATION:
-        config, model, params, sde, shape, step = load_run(workdir)
-        score_fn = consistency_score_fn(_apply(model, False), params, sde)
-        return {"config": config, "score_fn": score_fn, "sde": sde, "shape": shape, "step": step,
-                "sampler": "consistency", "steps": int(config.sampling.steps), "options": {}}
     config, score_fn, sde, shape, step = load_for_inference(workdir)
-    options = {}
-    grid_path = os.path.join(workdir, "grid.npz")
-    if os.path.exists(grid_path):
-        options["grid"] = jnp.asarray(np.load(grid_path)["ts"])
+    sampler, steps, options = student_sampling(workdir, config=config)
+    if sampler is None:
+        raise ValueError(f"load_student: {workdir!r} is not a distilled student (no consistency parameterization, "
+                         f"no distill.method='progressive' in its config.json).")
     return {"config": config, "score_fn": score_fn, "sde": sde, "shape": shape, "step": step,
-            "sampler": config.sampling.sampler, "steps": int(config.sampling.steps), "options": options}
+            "sampler": sampler, "steps": steps, "options": options}
 
 
 __all__ = ["CONSISTENCY_PARAMETERIZATION", "LEVEL_SAMPLING", "METHODS", "ODE_SOLVERS", "PD_WEIGHTINGS",
