@@ -144,8 +144,9 @@ def candidate_grids(sde, steps: int) -> dict:
 
 
 def run_fixed_and_fitted(ours: Ours, nfes, *, fit_batch: int, fit_iters: int, key, fit_start: bool = False,
-                         objective: str = "mse", log=print) -> dict:
-    """Per NFE: the best fixed grid of each sampler, the best sampler's fitted grid (with cost)."""
+                         objective: str = "mse", log=print, fit_nfes=None) -> dict:
+    """Per NFE: the best fixed grid of each sampler, the best sampler's fitted grid (with cost; only at
+    ``fit_nfes`` when given, else at every NFE: elsewhere the row's ``fitted`` is None)."""
     import jax
 
     from jaxscore.samplers import fit_grid, nfe_for_steps, steps_for_nfe
@@ -170,6 +171,11 @@ def run_fixed_and_fitted(ours: Ours, nfes, *, fit_batch: int, fit_iters: int, ke
         if best is None:
             continue
         s, lab, fixed_err, steps = best
+        if fit_nfes is not None and nfe not in fit_nfes:
+            rows.append({"nfe": nfe, "sampler": s, "steps": steps, "fixed": {"grid": lab, **fixed_err},
+                         "fixed_per_sampler": per_sampler, "fitted": None})
+            log(f"  NFE {nfe:2d} {s:9s} best fixed {fixed_err['error']:.4f} ({lab}); not fitted (--fit-nfes)")
+            continue
         init = candidate_grids(sde, steps)[lab]
         fit_shape = (fit_batch, ours.mix.dim)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -235,6 +241,141 @@ def student_rows(students: dict, mix, nfes, num: int, key, log=print) -> dict:
             log(f"  student {label} NFE {nfe}: {e['error']:.4f}")
         out[label] = rows
     return out
+
+
+def _adam_scan(loss, params, iters: int, lr: float, seed: int):
+    """``iters`` Adam steps (cosine decay) of ``loss(params, key, i)``, compiled as one scan."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    tx = optax.adam(optax.cosine_decay_schedule(lr, iters))
+
+    @jax.jit
+    def run(p):
+        def body(carry, i):
+            p, o = carry
+            g = jax.grad(loss)(p, jax.random.fold_in(jax.random.key(seed), i), i)
+            u, o = tx.update(g, o, p)
+            return (optax.apply_updates(p, u), o), None
+
+        (p, _), _ = jax.lax.scan(body, (p, tx.init(p)), jnp.arange(iters))
+        return p
+
+    return run(params)
+
+
+def train_students(mname: str, mix, *, pd_iters: int, cm_iters: int, pd_base_steps: int, batch: int, cache_dir: str,
+                   log=print) -> dict:
+    r"""Few-step students of ``mix``'s exact VP score, trained (or loaded from ``cache_dir/<mname>.msgpack``, keyed
+    by the settings) with the library's losses on fresh mixture draws (batch ``batch``, Adam, cosine decay):
+
+    * ``progressive``: :func:`jaxscore.distill.progressive_distillation_loss` (v-prediction ``mlp_toy``), teacher
+      = the exact score's DDIM on the uniform grid of ``pd_base_steps`` steps, halved down to one step
+      (``pd_iters`` steps per stage, each stage initialised from the previous one); stage :math:`N` is sampled by
+      DDIM on its own grid.
+    * ``consistency distillation`` (Heun steps of the exact score) and ``consistency training`` (no teacher):
+      :func:`jaxscore.distill.consistency_loss`, ``mlp_toy`` (Fourier scale 1), iCT curriculum 10 -> 320 levels,
+      ``cm_iters`` steps; sampled by the ``consistency`` sampler with ``steps = NFE``.
+
+    Returns ``{"meta": ..., "factory": ours -> {label: sample_fn(key, num, nfe)}}``; the sample functions start
+    from ``ours.z`` (the start noise of every other row), so only the map differs."""
+    import jax
+    import jax.numpy as jnp
+    from flax import serialization
+
+    from jaxscore.distill import (consistency_loss, consistency_score_fn, halving_grids, ict_levels,
+                                  progressive_distillation_loss)
+    from jaxscore.models import build_model
+    from jaxscore.parameterization import make_score_fn
+    from jaxscore.samplers import sample
+    from jaxscore.sde import VPSDE
+
+    sde, d = VPSDE(), mix.dim
+    exact = mix.score_fn(sde)
+    grids = [np.asarray(g) for g in halving_grids(sde, pd_base_steps)]
+    pd_model = build_model("mlp_toy")
+    cm_model = build_model("mlp_toy", fourier_scale=1.0)
+    pd_apply = lambda p, x, t: pd_model.apply({"params": p}, x, t)  # noqa: E731
+    cm_apply = lambda p, x, t: cm_model.apply({"params": p}, x, t)  # noqa: E731
+    pd_init = pd_model.init(jax.random.key(1), jnp.zeros((1, d)), jnp.ones((1,)))["params"]
+    cm_init = cm_model.init(jax.random.key(3), jnp.zeros((1, d)), jnp.ones((1,)))["params"]
+    meta = {"pd_iters": pd_iters, "cm_iters": cm_iters, "pd_base_steps": pd_base_steps, "batch": batch,
+            "pd_grids": [g.tolist() for g in grids], "cm_levels": [10, 320], "model": "mlp_toy 3x128"}
+    template = {"pd": [pd_init] * (len(grids) - 1), "cd": cm_init, "ct": cm_init}
+    path = os.path.join(cache_dir, f"{mname}.msgpack")
+    meta_path = os.path.join(cache_dir, f"{mname}.json")
+    cached = None
+    if os.path.exists(path) and os.path.exists(meta_path):
+        with open(meta_path) as fh:
+            old = json.load(fh)
+        if {k: old.get(k) for k in meta} == meta:
+            with open(path, "rb") as fh:
+                cached = serialization.from_bytes(template, fh.read())
+            meta["train_seconds"] = old.get("train_seconds")
+            log(f"  students of {mname}: loaded from {path}")
+    if cached is None:
+        secs = {}
+        t0 = time.perf_counter()
+        params, teacher, pd_params = pd_init, exact, []
+        for k in range(1, len(grids)):
+            grid = jnp.asarray(grids[k - 1])
+
+            def loss(p, key, i, teacher=teacher, grid=grid):
+                kd, kl = jax.random.split(key)
+                return progressive_distillation_loss(pd_apply, p, kl, mix.sample(kd, batch), sde, teacher, grid,
+                                                     parameterization="v")
+
+            params = jax.block_until_ready(_adam_scan(loss, params, pd_iters, 3e-3, k))
+            pd_params.append(params)
+            teacher = make_score_fn(pd_apply, params, sde, "v")
+        secs["progressive"] = time.perf_counter() - t0
+        levels = jnp.asarray([ict_levels(i, cm_iters, 10, 320) for i in range(cm_iters)], jnp.int32)
+        cm = {}
+        for tag, teacher_fn in (("cd", exact), ("ct", None)):
+            def loss(p, key, i, teacher_fn=teacher_fn):
+                kd, kl = jax.random.split(key)
+                return consistency_loss(cm_apply, p, kl, mix.sample(kd, batch), sde, levels[i],
+                                        teacher_score_fn=teacher_fn, max_levels=321)
+
+            t0 = time.perf_counter()
+            cm[tag] = jax.block_until_ready(_adam_scan(loss, cm_init, cm_iters, 1e-3, 11))
+            secs[tag] = time.perf_counter() - t0
+        cached = {"pd": pd_params, "cd": cm["cd"], "ct": cm["ct"]}
+        meta["train_seconds"] = secs
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(serialization.to_bytes(cached))
+        with open(meta_path, "w") as fh:
+            json.dump(meta, fh)
+        log(f"  students of {mname} trained in " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
+            + f" (upper bounds: shared CPU); cached in {path}")
+    pd_by_steps = {len(grids[k]) - 1: (cached["pd"][k - 1], grids[k]) for k in range(1, len(grids))}
+
+    def factory(ours):
+        shape = (ours.num, d)
+        fns = {}
+
+        def pd_fn(key, num, nfe):
+            if nfe not in pd_by_steps:
+                return None
+            p, g = pd_by_steps[nfe]
+            score = make_score_fn(pd_apply, p, sde, "v")
+            return jax.jit(lambda z: sample(jax.random.key(0), score, sde, shape, "ddim", steps=nfe,
+                                            grid=jnp.asarray(g), x_init=z))(ours.z)
+
+        fns[f"progressive ({pd_base_steps}->1, {pd_iters}/stage)"] = pd_fn
+        for tag, label in (("cd", "consistency distillation"), ("ct", "consistency training")):
+            score = consistency_score_fn(cm_apply, cached[tag], sde)
+
+            def cm_fn(key, num, nfe, score=score):
+                return jax.jit(lambda z: sample(jax.random.key(0), score, sde, shape, "consistency", steps=nfe,
+                                                x_init=z))(ours.z)
+
+            fns[f"{label} ({cm_iters} steps)"] = cm_fn
+        return fns
+
+    return {"meta": meta, "factory": factory}
 
 
 # --- fitting cost with networks --------------------------------------------------------------------
@@ -376,6 +517,42 @@ def run_kdiffusion(mix, ours: Ours, nfes, torch_python: str, log=print) -> dict 
     return {"version": data["k_diffusion_version"], "best": best, "rows": data["rows"]}
 
 
+def run_kd_only(args, log=print) -> dict:
+    """k-diffusion's rows alone (``--kd-only``): per mixture, the same start noise ``z`` as :func:`run` draws
+    (``seed``, ``num``), at ``args.nfes``; written to ``args.out`` for a later ``--kd-from``."""
+    import jax
+
+    key = jax.random.key(args.seed)
+    out = {"num": args.num, "seed": args.seed, "nfes": args.nfes, "mixtures": {}}
+    for mname, mix in mixtures(args.mixtures).items():
+        log(f"[{mname}] k-diffusion, {args.num} samples, NFE {args.nfes}")
+        t0 = time.perf_counter()
+        ours = Ours(mix, args.num, jax.random.fold_in(key, 1))
+        out["mixtures"][mname] = {"k_diffusion": run_kdiffusion(mix, ours, args.nfes, args.torch_python, log=log),
+                                  "seconds": time.perf_counter() - t0}
+        save(out, args.out)
+    return out
+
+
+def load_kdiffusion(path: str, mname: str, args, nfes, log=print) -> dict:
+    """k-diffusion's rows for ``mname`` from a ``--kd-only`` JSON; refused unless its ``num`` and ``seed`` (hence
+    the start noise) are this run's and it holds every NFE asked for."""
+    with open(path) as fh:
+        data = json.load(fh)
+    if (data["num"], data["seed"]) != (args.num, args.seed):
+        raise ValueError(f"--kd-from {path}: expected num={args.num}, seed={args.seed} (the same start noise), got "
+                         f"num={data['num']}, seed={data['seed']}.")
+    kd = data["mixtures"][mname]["k_diffusion"]
+    missing = [n for n in nfes if str(n) not in kd["best"]]
+    if missing:
+        raise ValueError(f"--kd-from {path}: no k-diffusion rows for {mname} at NFE {missing}.")
+    for n in nfes:
+        b = kd["best"][str(n)]["best"]
+        log(f"  k-diffusion NFE {n} (from {os.path.basename(path)}): best {b['sampler']} {b['schedule']} sigma_max "
+            f"{b['sigma_max']:.3g}: {b['error']:.4f}")
+    return {**kd, "from": os.path.relpath(path)}
+
+
 # --- the run -----------------------------------------------------------------------------------------
 
 def run(args, students: dict | None = None, log=print) -> dict:
@@ -406,12 +583,16 @@ def run(args, students: dict | None = None, log=print) -> dict:
         for part in [first] + [[n] for n in rest]:
             res["grids"] += run_fixed_and_fitted(ours, part, fit_batch=fit_batch, fit_iters=args.fit_iters,
                                                  key=jax.random.fold_in(key, 3), fit_start=args.fit_start,
-                                                 objective=args.objective, log=log)
+                                                 objective=args.objective, log=log,
+                                                 fit_nfes=getattr(args, "fit_nfes", None))
             res["defaults"] += run_defaults(ours, [n for n in part if n >= 5], log=log)
             res["grids"].sort(key=lambda r: r["nfe"])
             res["defaults"].sort(key=lambda r: r["nfe"])
             if part is first and not args.no_kdiff:
-                res["k_diffusion"] = run_kdiffusion(mix, ours, first, args.torch_python, log=log)
+                if args.kd_from:  # k-diffusion's rows of an earlier --kd-only run: same mixture, num, seed, z
+                    res["k_diffusion"] = load_kdiffusion(args.kd_from, mname, args, first, log=log)
+                else:
+                    res["k_diffusion"] = run_kdiffusion(mix, ours, first, args.torch_python, log=log)
                 res["versus_k_diffusion"] = compare(res, first)
                 for row in res["versus_k_diffusion"]:
                     log(f"  vs k-diffusion NFE {row['nfe']}: ours fitted {row['ours_fitted']:.4f}, ours best fixed "
@@ -420,7 +601,12 @@ def run(args, students: dict | None = None, log=print) -> dict:
             res["seconds"] = time.perf_counter() - t_start
             save(out, args.out)
         if students and mname in students:
-            res["students"] = student_rows(students[mname], mix, nfes, args.num, jax.random.fold_in(key, 4), log)
+            st = students[mname]
+            if isinstance(st, dict) and "factory" in st:  # train_students: sample functions from ours.z
+                res["students_meta"] = st["meta"]
+                st = st["factory"](ours)
+            student_nfes = [n for n in args.nfes if n <= 8]
+            res["students"] = student_rows(st, mix, student_nfes, args.num, jax.random.fold_in(key, 4), log)
         res["seconds"] = time.perf_counter() - t_start
         save(out, args.out)
     if not args.no_cost:
@@ -448,7 +634,8 @@ def compare(res: dict, nfes) -> list:
         if "best" not in kd or str(nfe) not in kd["best"] or nfe not in grids:
             continue
         k = kd["best"][str(nfe)]["best"]["error"]
-        fitted, fixed = grids[nfe]["fitted"]["error"], grids[nfe]["fixed"]["error"]
+        fixed = grids[nfe]["fixed"]["error"]
+        fitted = grids[nfe]["fitted"]["error"] if grids[nfe]["fitted"] else float("nan")
         d = defaults[nfe]["error"] if nfe in defaults else float("nan")
         rows.append({"nfe": nfe, "ours_fitted": fitted, "ours_fixed": fixed, "ours_defaults": d, "k_diffusion": k,
                      "ratio_fitted": fitted / k, "ratio_fixed": fixed / k, "ratio_defaults": d / k,
@@ -474,7 +661,8 @@ def plot(out: dict, path: str) -> None:
         res = out["mixtures"][name]
         g = res["grids"]
         ax.plot([r["nfe"] for r in g], [r["fixed"]["error"] for r in g], "o-", label="best fixed grid")
-        ax.plot([r["nfe"] for r in g], [r["fitted"]["error"] for r in g], "s-", label="fitted grid")
+        gf = [r for r in g if r["fitted"]]
+        ax.plot([r["nfe"] for r in gf], [r["fitted"]["error"] for r in gf], "s-", label="fitted grid")
         d = res.get("defaults", [])
         ax.plot([r["nfe"] for r in d], [r["error"] for r in d], "^--", label="defaults (best sampler)")
         kd = (res.get("k_diffusion") or {}).get("best", {})
@@ -514,6 +702,17 @@ def main(argv=None):
     p.add_argument("--torch-python", default=TORCH_PYTHON)
     p.add_argument("--out", default=os.path.join(RESULTS, "few_step.json"))
     p.add_argument("--merge", nargs="+", default=None, help="merge result JSONs (of mixture subsets) into --out")
+    p.add_argument("--students", action="store_true", help="add PD / CD / CT students (train_students) on ring2d "
+                                                            "and mix16d")
+    p.add_argument("--students-only", action="store_true", help="train (and cache) the students, then stop")
+    p.add_argument("--pd-iters", type=int, default=600, help="Adam steps per progressive stage")
+    p.add_argument("--cm-iters", type=int, default=1800, help="Adam steps of each consistency student")
+    p.add_argument("--pd-base-steps", type=int, default=16)
+    p.add_argument("--student-batch", type=int, default=256)
+    p.add_argument("--students-cache", default="runs/few_step_students")
+    p.add_argument("--kd-only", action="store_true", help="run only k-diffusion's side (for a later --kd-from)")
+    p.add_argument("--kd-from", default=None, help="k-diffusion's rows from a --kd-only JSON (same num and seed)")
+    p.add_argument("--fit-nfes", default=None, help="fit grids only at these NFEs (comma list; default all)")
     p.add_argument("--kd-worker", nargs=2, metavar=("NPZ", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--kd-sigmas", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -533,12 +732,26 @@ def main(argv=None):
         plot(merged, os.path.splitext(args.out)[0] + ".png")
         return
     args.mixtures = [] if args.mixtures == "none" else args.mixtures.split(",")
+    if args.fit_nfes is not None:
+        args.fit_nfes = [int(n) for n in args.fit_nfes.split(",")]
+    if args.kd_only:
+        run_kd_only(args)
+        return
     if args.quick:
         args.num, args.nfes, args.fit_iters, args.cost_iters = 4000, [5, 10, 20], 60, 10
         args.mixtures = args.mixtures[:2]
         if args.out == os.path.join(RESULTS, "few_step.json"):
             args.out = os.path.join(RESULTS, "few_step_quick.json")
-    run(args)
+    students = None
+    if args.students or args.students_only:
+        students = {}
+        for mname, mix in mixtures([m for m in args.mixtures if m in TUNED]).items():
+            students[mname] = train_students(mname, mix, pd_iters=args.pd_iters, cm_iters=args.cm_iters,
+                                             pd_base_steps=args.pd_base_steps, batch=args.student_batch,
+                                             cache_dir=args.students_cache)
+        if args.students_only:
+            return
+    run(args, students=students)
 
 
 if __name__ == "__main__":
