@@ -166,6 +166,12 @@ def test_cli_distill_runs_and_resumes(tmp_path, capsys):
     assert d["sampler"] == "ddim" and d["steps"] == 1
     x = js.sample(jax.random.key(0), d["score_fn"], d["sde"], (8, *d["shape"]), d["sampler"], d["steps"], **d["options"])
     assert x.shape == (8, 2) and bool(jnp.all(jnp.isfinite(x)))
+    # `jaxscore sample` with no --sampler/--steps: DDIM at the student's step count on its stored grid
+    out = str(tmp_path / "s.npz")
+    assert cli.main(["sample", "--workdir", stage, "--num", "8", "--out", out]) == 0
+    ref = js.sample_in_batches(jax.random.key(0), d["score_fn"], d["sde"], (8, 2), 8, "ddim", 1, progress=False,
+                               grid=jnp.asarray(grid))
+    np.testing.assert_allclose(np.load(out)["samples"], np.asarray(ref), rtol=1e-6, atol=1e-6)
 
 
 def test_cli_distill_bad_input_is_one_line(tmp_path, capsys):

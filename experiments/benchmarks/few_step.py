@@ -598,15 +598,15 @@ def run(args, students: dict | None = None, log=print) -> dict:
                     log(f"  vs k-diffusion NFE {row['nfe']}: ours fitted {row['ours_fitted']:.4f}, ours best fixed "
                         f"{row['ours_fixed']:.4f}, ours defaults {row['ours_defaults']:.4f}, k-diffusion best "
                         f"{row['k_diffusion']:.4f}: ratio (fitted) {row['ratio_fitted']:.2f}")
+            if part is first and students and mname in students:  # students early: cheap, and a cut run keeps them
+                st = students[mname]
+                if isinstance(st, dict) and "factory" in st:  # train_students: sample functions from ours.z
+                    res["students_meta"] = st["meta"]
+                    st = st["factory"](ours)
+                student_nfes = [n for n in args.nfes if n <= 8]
+                res["students"] = student_rows(st, mix, student_nfes, args.num, jax.random.fold_in(key, 4), log)
             res["seconds"] = time.perf_counter() - t_start
             save(out, args.out)
-        if students and mname in students:
-            st = students[mname]
-            if isinstance(st, dict) and "factory" in st:  # train_students: sample functions from ours.z
-                res["students_meta"] = st["meta"]
-                st = st["factory"](ours)
-            student_nfes = [n for n in args.nfes if n <= 8]
-            res["students"] = student_rows(st, mix, student_nfes, args.num, jax.random.fold_in(key, 4), log)
         res["seconds"] = time.perf_counter() - t_start
         save(out, args.out)
     if not args.no_cost:
