@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscore import viz
+from jaxscore.config import sampling_options, value_range
 from jaxscore.data import images as image_data
 from jaxscore.experiment import (class_score_fn, is_conditional, load_data, load_for_inference, load_run,
                                  load_run_config, model_score_fn, student_sampling)
@@ -27,15 +28,18 @@ def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out
     guidance of an unconditional model, :math:`s + \\gamma\\nabla_x\\log p_t(y\\mid x)` with ``label`` (required)
     and ``guidance_scale`` (default 1); see :func:`classifier_guided_score`.
 
-    ``options`` go to the sampler (e.g. ``snr=0.16`` for ``pc``, ``eta=1.0`` for ``ddim``).
+    ``options`` go to the sampler (e.g. ``snr=0.16`` for ``pc``, ``eta=1.0`` for ``ddim``), over the run's
+    ``sampling.options`` when ``sampler`` is the run's ``sampling.sampler``. Samples are in the run's
+    ``data.value_range`` (saved as ``value_range`` in the npz; the grid PNG reads them in it).
     Class-conditional models (``model.num_classes = K``): sample ``i`` gets class ``label``, or
     ``i % K`` when ``label`` is None (the batch size is then rounded down to a multiple of K, so the
     pattern holds across batches; the npz also holds ``labels``); ``guidance_scale`` (default the
     config's ``sampling.guidance_scale``) is the classifier-free scale.
     """
     config, model, params, sde, shape, step = load_run(workdir)
+    options = {**sampling_options(config, sampler), **options}  # the run's options for its sampler, then these
     batch = min(batch_size, num)
-    extra = {}
+    extra = {"value_range": np.asarray(value_range(config), np.float32)}
     if classifier is not None:
         score_fn = classifier_guided_score(config, model, params, sde, shape, classifier, label, guidance_scale)
         extra["labels"] = np.full(num, int(label), np.int32)
@@ -62,7 +66,7 @@ def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out
     np.savez(out, samples=samples, step=step, **extra)
     stem = os.path.splitext(out)[0]  # pictures get names of their own: never the training report's samples.png
     if len(shape) == 3:
-        viz.save_image_grid(np.clip(samples[:256], -1, 1), stem + "_grid.png")
+        viz.save_image_grid(samples[:256], stem + "_grid.png", value_range=value_range(config))
     else:
         reference = load_data(config)["test"]["x"]
         viz.save_scatter(samples, reference, stem + "_scatter.png", title=f"{sampler}, {steps} steps")
@@ -82,6 +86,9 @@ def classifier_guided_score(config, model, params, sde, shape, classifier: str, 
     if is_conditional(config):
         raise ValueError("--classifier: the model is class-conditional; guide it with --label/--guidance-scale "
                          "(classifier-free) instead of a classifier.")
+    if value_range(config) != (-1.0, 1.0):
+        raise ValueError(f"--classifier: classifiers are trained on images in [-1, 1] (jaxscore.models.classifier); "
+                         f"expected a model with data.value_range (-1, 1), got {value_range(config)}.")
     clf_config, clf_model, clf_params, clf_sde = load_classifier(classifier)
     k = int(clf_config.classifier.num_classes)
     if not 0 <= int(label) < k:
@@ -111,7 +118,8 @@ def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int =
     (rows ``[j*batch_size, ...)``) uses key ``fold_in(key(seed), j*batch_size)``. A tqdm bar
     over batches when ``progress``.
 
-    Images go through :func:`jaxscore.likelihood.bits_per_dim` with score_sde's settings by default
+    Images go through :func:`jaxscore.likelihood.bits_per_dim`, dequantised into the run's
+    ``data.value_range`` (its ``data_range``: +7 bits on [-1, 1], +8 on [0, 1]), with score_sde's settings by default
     (``t_min`` 1e-5, Hutchinson, ``dopri5``, ``rtol = atol = 1e-5``); ``dequant_draws = K`` averages
     each image over K dequantisation draws (K x ``batch_size`` rows per solve), and the standard
     errors are over images of those per-image means. Toy (continuous) data go through
@@ -162,7 +170,7 @@ def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int =
         k = jax.random.fold_in(key, i)
         if image:
             b, info = bits_per_dim(k, score_fn, sde, chunk, dequant_draws=int(dequant_draws), return_info=True,
-                                   **settings)
+                                   data_range=value_range(run_config), **settings)
             bpd.append(np.asarray(b))
             nll.append(-np.asarray(info["log_likelihood"]).reshape(int(dequant_draws), len(chunk)).mean(axis=0))
         else:
@@ -172,6 +180,7 @@ def likelihood_from_workdir(workdir: str, *, data: str | None = None, num: int =
     if bpd:
         result["bits_per_dim"], result["bits_per_dim_sem"] = mean_and_standard_error(np.concatenate(bpd))
         result["dequant_draws"] = int(dequant_draws)
+        result["value_range"] = list(value_range(run_config))
     if dataset["mixture"] is not None and split in ("train", "test"):  # toy mixtures: the exact figure beside
         result["exact_nll_nats"] = float(-np.mean(np.asarray(dataset["mixture"].log_prob(jnp.asarray(arr)))))
     result.update(settings)
@@ -235,7 +244,8 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
     """Sample quality of the run in ``workdir`` (EMA parameters of the latest checkpoint).
 
     Draws ``num`` samples (default ``eval.fid_num``) with ``sampler`` / ``steps`` (default the run's
-    ``sampling`` section), streams them through the ``features`` network (default
+    ``sampling`` section, with its ``sampling.options`` under ``options`` when the sampler is the run's),
+    quantised on the 8-bit grid of the run's ``data.value_range``, streams them through the ``features`` network (default
     ``eval.features``) and compares with ``ref`` (a stats ``.npz``) or the images of ``data``
     (``train`` / ``test`` / an image file; default ``eval.fid_ref``). ``metrics`` ⊆ {fid, kid, is,
     pr, bpd} (bpd: bits/dim of ``bpd_num`` test images, Hutchinson divergence). Class-conditional
@@ -263,8 +273,10 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
         score_fn, batch, opts = model_score_fn(config, model, params, sde), min(batch_size, num), {}
         if is_conditional(config):
             score_fn, batch, opts = _conditional_sampling(config, model, params, sde, scale, batch)
+        opts.update({**sampling_options(config, sampler), **(options or {})})
         stats = stats_of_samples(jax.random.key(seed), score_fn, sde, shape, num, extractor, sampler=sampler,
-                                 steps=steps, batch_size=batch, progress=progress, **opts, **(options or {}))
+                                 steps=steps, batch_size=batch, progress=progress, value_range=value_range(config),
+                                 **opts)
         res = sample_quality(stats, reference, computable(quality, stats))
         if is_conditional(config) and stats.kept_logits is not None:
             res["per_class_accuracy"] = per_class_accuracy(stats.kept_logits, int(config.model.num_classes)).tolist()
@@ -326,9 +338,10 @@ def fid_stats(out: str, *, features: str, config=None, split: str = "train", dat
     return {"count": stats.count, "feature_dim": stats.feature_dim, "out": out}
 
 
-def _clean_images(path: str, shape) -> np.ndarray:
-    """``--input``: an .npz with ``images`` (uint8 in [0, 255] or float in [-1, 1]) of the run's image shape
-    -> float32 [N, H, W, C] in [-1, 1]."""
+def _clean_images(path: str, shape, value_range=(-1.0, 1.0)) -> np.ndarray:
+    """``--input``: an .npz with ``images`` (uint8 in [0, 255] or float in ``value_range``, the run's) of the
+    run's image shape -> float32 [N, H, W, C] in ``value_range``."""
+    lo, hi = (float(v) for v in value_range)
     if not (path.endswith(".npz") and os.path.isfile(path)):
         raise ValueError(f"--input: expected an existing .npz file with key 'images', got {path!r}.")
     with np.load(path, allow_pickle=False) as f:
@@ -341,10 +354,14 @@ def _clean_images(path: str, shape) -> np.ndarray:
         raise ValueError(f"--input {path!r}: expected images of the run's shape [N, {', '.join(map(str, shape))}], "
                          f"got {list(images.shape)}.")
     if images.dtype == np.uint8:
-        return images.astype(np.float32) / 127.5 - 1.0
+        from jaxscore.data.pipeline import scale_images
+
+        return scale_images(images, (lo, hi))
     images = images.astype(np.float32)
-    if not np.all(np.isfinite(images)) or images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6:
-        raise ValueError(f"--input {path!r}: float images must be finite and in [-1, 1], got range "
+    tol = 1e-6 * (hi - lo)
+    if not np.all(np.isfinite(images)) or images.min() < lo - tol or images.max() > hi + tol:
+        raise ValueError(f"--input {path!r}: float images must be finite and in the run's data.value_range "
+                         f"[{lo:g}, {hi:g}], got range "
                          f"[{np.nanmin(images):.3g}, {np.nanmax(images):.3g}].")
     return images
 
@@ -355,13 +372,19 @@ def restore_from_workdir(workdir: str, *, task: str, input: str, method: str, ou
     """Degrade the clean images in ``input`` by ``task`` (``y = A x + N(0, noise_std^2)``) and restore them with
     ``method`` under the run's EMA model (:mod:`jaxscore.inverse.tasks`). Writes ``out`` (npz: ``restored``,
     ``observed``, ``clean``) and ``<out>_grid.png`` (rows: clean, least-squares ``A^+ y``, restored); returns the
-    mean PSNR (dB) of the restorations and of ``A^+ y``."""
+    mean PSNR (dB) of the restorations and of ``A^+ y``. Images and ``noise_std`` are in the run's
+    ``data.value_range``; PSNR is over that range's width (the same figure in either range)."""
     from jaxscore.inverse.tasks import psnr, restore, task_operator
 
     config, score_fn, sde, shape, step = load_for_inference(workdir)
     if len(shape) != 3:
         raise ValueError(f"restore: expected an image run, got data of shape {shape} in {workdir!r}.")
-    clean = jnp.asarray(_clean_images(input, shape))
+    lo, hi = value_range(config)
+
+    def centred(x):  # the run's range -> [-1, 1], where jaxscore.inverse.tasks.psnr measures
+        return 2.0 * (jnp.asarray(x, jnp.float32) - lo) / (hi - lo) - 1.0
+
+    clean = jnp.asarray(_clean_images(input, shape, (lo, hi)))
     key = jax.random.key(seed)
     op = task_operator(task, shape, key=jax.random.fold_in(key, 0), factor=factor, blur_std=blur_std)
     y = op(clean) + noise_std * jax.random.normal(jax.random.fold_in(key, 1), (clean.shape[0], *op.out_shape))
@@ -377,6 +400,6 @@ def restore_from_workdir(workdir: str, *, task: str, input: str, method: str, ou
     np.savez(out, restored=restored, observed=np.asarray(y), clean=np.asarray(clean), step=step)
     n = min(len(clean), 16)
     rows = np.concatenate([np.asarray(clean)[:n], least_squares[:n], restored[:n]])
-    viz.save_image_grid(np.clip(rows, -1, 1), os.path.splitext(out)[0] + "_grid.png", nrow=n)
-    return {"out": out, "psnr": float(jnp.mean(psnr(restored, clean))),
-            "psnr_least_squares": float(jnp.mean(psnr(least_squares, clean))), "num": int(len(clean))}
+    viz.save_image_grid(rows, os.path.splitext(out)[0] + "_grid.png", nrow=n, value_range=(lo, hi))
+    return {"out": out, "psnr": float(jnp.mean(psnr(centred(restored), centred(clean)))),
+            "psnr_least_squares": float(jnp.mean(psnr(centred(least_squares), centred(clean)))), "num": int(len(clean))}

@@ -154,7 +154,9 @@ def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) ->
     """Set ``config.<dotted> = parsed(text)``; the key must exist and the type must fit.
 
     Exception: ``model.<field>`` may be a constructor field of the model class that the file
-    did not set (its type is checked against the preset's value)."""
+    did not set (its type is checked against the preset's value); ``sampling.options.<name>`` may
+    be any option of the sampler, and ``sampling.options`` a whole dict (names checked by
+    :func:`validate_config` against the final ``sampling.sampler``)."""
     *parents, leaf = dotted.split(".")
     node = config
     for i, name in enumerate(parents):
@@ -166,6 +168,18 @@ def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) ->
         if leaf in fields:
             with node.unlocked():
                 node[leaf] = fields[leaf]  # the preset's value: the type check below applies
+    if parents == ["sampling", "options"] and isinstance(node, ml_collections.ConfigDict) and leaf not in node:
+        if not leaf.isidentifier():
+            raise ConfigError(f"config.{dotted}: expected a sampler option name (an identifier), got {leaf!r}.")
+        with node.unlocked():  # a sampler option the file did not set: validate_config checks the name
+            node[leaf] = None
+    if dotted == "sampling.options" and isinstance(node, ml_collections.ConfigDict) and "options" in node:
+        value = _parse_value(text)  # the whole mapping, e.g. --config.sampling.options="{'step_lr': 8e-5}"
+        if not isinstance(value, dict):
+            raise ConfigError(f"config.sampling.options: expected a dict of sampler options, got {text!r}.")
+        with node.unlocked():
+            node["options"] = ml_collections.ConfigDict(value)
+        return
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
         known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
         if parents == ["model"] and isinstance(node, ml_collections.ConfigDict) and "name" in node:
@@ -331,12 +345,77 @@ def _weighting(value, config) -> Optional[str]:
     return None
 
 
-def _value_range(value, config) -> Optional[str]:
+def _file_range(value, config) -> Optional[str]:
     try:
         parse_value_range(value)
     except ValueError:
         return "expected '' (uint8/integer images) or 'low,high' for float images, e.g. '0,1' or '-1,1'"
     return None
+
+
+def _value_range(value, config) -> Optional[str]:
+    """``data.value_range``: the images' range for the model, a pair ``(lo, hi)`` with ``hi > lo``."""
+    try:
+        ok = parse_value_range(value) is not None
+    except ValueError:
+        ok = False
+    return None if ok else ("expected a pair (low, high) with high > low: (-1.0, 1.0) (the default, "
+                            "score_sde's centered data) or (0.0, 1.0) (NCSN's)")
+
+
+def value_range(config) -> tuple[float, float]:
+    """The images' range ``(lo, hi)`` of a run: ``config.data.value_range`` (the one place it lives).
+    A config without it (a run saved before the key existed) or with ``""`` is ``(-1.0, 1.0)``."""
+    data = config.get("data") if hasattr(config, "get") else None
+    value = data.get("value_range") if data is not None and hasattr(data, "get") else None
+    return parse_value_range(value) or (-1.0, 1.0)
+
+
+def sampling_options(config, sampler: Optional[str] = None) -> dict:
+    """The sampler options of a run, ``config.sampling.options`` as a dict, for ``sampler`` (default the
+    run's ``sampling.sampler``). They are the options of the config's sampler: for another sampler they
+    do not apply and the result is ``{}``. A config without the key (an older run) gives ``{}``."""
+    sampling = config.get("sampling") if hasattr(config, "get") else None
+    if sampling is None:
+        return {}
+    if sampler is not None and sampler != sampling.get("sampler"):
+        return {}
+    options = sampling.get("options")
+    if options is None:
+        return {}
+    options = options.to_dict() if hasattr(options, "to_dict") else dict(options)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
+def _sampler_options(value, config) -> Optional[str]:
+    """``sampling.options``: a mapping of keyword options the config's ``sampling.sampler`` accepts."""
+    from jaxscore.samplers import get_sampler
+
+    if value is None:
+        return None
+    if not hasattr(value, "keys"):
+        return "expected a mapping of the sampler's options (a ConfigDict or dict)"
+    name = _lookup(config, "sampling.sampler")
+    try:
+        accepted = get_sampler(name).options
+    except ValueError:
+        return None  # sampling.sampler's own rule names the bad sampler
+    bad = sorted(set(value.keys()) - set(accepted))
+    if bad:
+        return f"sampler {name!r} has no option(s) {bad}; its options are {sorted(accepted)}"
+    return None
+
+
+def _t_min(value, config) -> Optional[str]:
+    """``loss.t_min``: ``None`` (the SDE's) or a number in [0, 1) (time runs over [t_min, T = 1]); only
+    ``None`` where the loss has its own times (``ncsn``'s ladder, ``edm``'s sigmas, a ``ddpm`` chain's
+    integer steps for ``eps`` / ``x0`` / ``v``)."""
+    if value is None:
+        return None
+    loss, sde = _lookup(config, "loss.name"), _lookup(config, "sde.name")
+    if loss in ("ncsn", "edm") or (sde == "ddpm" and loss in ("eps", "x0", "v")):
+        return f"expected None: loss {loss!r} on sde {sde!r} draws its own times"
+    return None if _is_number(value) and 0.0 <= value < 1.0 else "expected None (the SDE's t_min) or a number in [0, 1)"
 
 
 def _fid_num(value, config) -> Optional[str]:
@@ -393,6 +472,7 @@ RULES: tuple[Rule, ...] = (
     Rule("data.name", one_of(TOY_DATASETS + DATASET_NAMES)),
     Rule("data.test_fraction", in_interval(0.0, 1.0)),
     Rule("data.value_range", _value_range),
+    Rule("data.file_range", _file_range),
     Rule("sde.name", one_of(SDE_NAMES)),
     Rule("model.parameterization", one_of(PARAMETERIZATIONS)),
     Rule("model.dtype", _model_dtype),
@@ -400,6 +480,7 @@ RULES: tuple[Rule, ...] = (
     Rule("loss.weighting", _weighting),
     Rule("loss.t_sampling", one_of(T_SAMPLINGS)),
     Rule("loss.num_scales", count_at_least(1)),
+    Rule("loss.t_min", _t_min),
     Rule("loss.anneal_power", lambda v, c: None if _is_number(v) and math.isfinite(v) else "expected a finite number"),
     Rule("loss.divergence", one_of(("exact", "hutchinson"))),
     Rule("loss.num_projections", count_at_least(1)),
@@ -408,6 +489,7 @@ RULES: tuple[Rule, ...] = (
     Rule("sampling.sampler", one_of(available_samplers)),
     Rule("sampling.steps", count_at_least(1, allow_none=True)),
     Rule("sampling.num_samples", count_at_least(1)),
+    Rule("sampling.options", _sampler_options),
     Rule("eval.bpd_divergence", one_of(DIVERGENCES)),
     Rule("eval.features", one_of(FEATURES)),
     Rule("eval.fid_ref", one_of(FID_REFS)),
@@ -458,7 +540,8 @@ def validate_config(config: ml_collections.ConfigDict, rules: Iterable[Rule] = R
             continue
         expected = rule.check(value, config)
         if expected:
-            raise ConfigError(f"config.{rule.key}: {expected}, got {value!r}.")
+            shown = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+            raise ConfigError(f"config.{rule.key}: {expected}, got {shown!r}.")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -491,7 +574,9 @@ def _data_section() -> ml_collections.ConfigDict:
     # each class of path (jaxscore.data.heldout_split); mnist / cifar10 / digits have their own
     d.test_path = ""
     d.test_fraction = DEFAULT_TEST_FRACTION
-    d.value_range = ""  # array of float images: "0,1" or "-1,1" maps [lo, hi] to 0..255 ("" = integer images)
+    # the range images live in for the model, the samplers, pictures, FID and bits/dim (value_range below)
+    d.value_range = (-1.0, 1.0)  # (-1, 1): score_sde's data.centered=True; (0, 1): NCSN's, centered=False
+    d.file_range = ""  # array of float images: "0,1" or "-1,1" maps [lo, hi] to 0..255 ("" = integer images)
     d.image_size = 8  # digits: 8 or 16
     d.num_train = 20000  # toy datasets: number of points drawn once from the seed
     d.random_flip = False
@@ -532,6 +617,9 @@ def _loss_section() -> ml_collections.ConfigDict:
     d.weighting = "sigma2"
     d.t_sampling = "uniform"  # continuous_dsm: uniform | importance (t ~ g^2 / sigma_t^2)
     d.reduce_mean = True
+    # training times t ~ U(t_min, T) (continuous_dsm / eps / x0 / v on continuous SDEs, ism, ssm);
+    # None = the SDE's t_min (1e-3 VP / sub-VP, 1e-5 VE); score_sde trains every SDE from 1e-5
+    d.t_min = None
     d.num_scales = 10  # ncsn: levels of the noise ladder (jaxscore.experiment.ncsn_ladder)
     d.anneal_power = 2.0  # ncsn: lambda(sigma) = sigma^anneal_power
     d.divergence = "exact"  # ism: exact | hutchinson
@@ -546,6 +634,9 @@ def _sampling_section() -> ml_collections.ConfigDict:
     d.steps = 20
     d.num_samples = 64
     d.guidance_scale = 1.0  # class-conditional models: classifier-free scale (1 = conditional, 0 = unconditional)
+    # keyword options of `sampler` (get_sampler(sampler).options), e.g. step_lr for annealed_langevin;
+    # every sampling of the run (report, FID, `jaxscore sample` / `eval` with this sampler) passes them
+    d.options = ml_collections.ConfigDict()
     return d
 
 

@@ -6,6 +6,10 @@ Every evaluator runs on every process with that process's copy of the (replicate
 held-out loss, bits/dim and FID are computed on this process's share of the examples and
 combined over processes; files are written by process 0 only.
 
+Images live in the run's ``config.data.value_range`` (``jaxscore.config.value_range``: [-1, 1] or
+[0, 1]): pictures, bits/dim and the features of FID read it from there. Every sampling passes the
+run's ``config.sampling.options`` to its sampler (``jaxscore.config.sampling_options``).
+
 Random streams: each evaluator draws from ``key(config.seed + offset)`` with its own offset in
 :data:`KEY_OFFSETS`, so evaluation never reuses the training stream ``key(config.seed)`` nor
 another evaluator's keys, and adding an evaluator changes no other figure.
@@ -24,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscore import viz
+from jaxscore.config import sampling_options, value_range
 from jaxscore.metrics import mixture_metrics, relative_score_error
 from jaxscore.samplers import sample_in_batches
 
@@ -86,7 +91,8 @@ class HeldoutLoss:
 
 
 class BitsPerDim:
-    """Dequantised bits/dim of the first ``eval.bpd_num`` test images (probability-flow ODE)."""
+    """Dequantised bits/dim of the first ``eval.bpd_num`` test images (probability-flow ODE), the pixels
+    dequantised into the run's ``data.value_range`` (:func:`jaxscore.likelihood.bits_per_dim`'s ``data_range``)."""
 
     name = "eval"
 
@@ -101,7 +107,8 @@ class BitsPerDim:
         images = self.run.data["test"]["images"][: int(cfg.bpd_num)][p::count]  # this process's share
         tol = float(cfg.bpd_rtol)
         vals = np.asarray(bits_per_dim(eval_key(self.run.config, "bits_per_dim"), ema_score(self.run, state.ema_params),
-                                       self.run.sde, images, divergence=str(cfg.bpd_divergence), rtol=tol, atol=tol))
+                                       self.run.sde, images, divergence=str(cfg.bpd_divergence), rtol=tol, atol=tol,
+                                       data_range=value_range(self.run.config)))
         return {"bits_per_dim": mean_over_processes(float(vals.sum()), len(vals))}
 
 
@@ -114,7 +121,9 @@ def _call_score(score_fn, x, t):
 class Report:
     """Pictures of the EMA model (process 0): toy data: ``samples.png`` and ``score_field.png``
     with mode metrics and score errors where the exact score is known; images: a sample grid
-    ``samples.png`` / ``samples_<step>.png`` (class-conditional: sample i has class i % K)."""
+    ``samples.png`` / ``samples_<step>.png`` (class-conditional: sample i has class i % K), pixels read in the
+    run's ``data.value_range``. Samples are drawn with ``sampling.sampler``, ``sampling.steps`` and
+    ``sampling.options``."""
 
     name = "report"
 
@@ -142,9 +151,9 @@ class Report:
         devices = 1 if self.run.class_score_with_params is not None else None  # labels are per row of the batch
         samples = np.asarray(sample_in_batches(key, score_fn, self.run.sde, (num, *data["shape"]), num,
                                                config.sampling.sampler, config.sampling.steps, devices=devices,
-                                               progress=False))
-        viz.save_image_grid(np.clip(samples, -1, 1), os.path.join(workdir, f"samples_{step:07d}.png"))
-        viz.save_image_grid(np.clip(samples, -1, 1), os.path.join(workdir, "samples.png"))
+                                               progress=False, **sampling_options(config)))
+        for name in (f"samples_{step:07d}.png", "samples.png"):
+            viz.save_image_grid(samples, os.path.join(workdir, name), value_range=value_range(config))
         return {"sample_mean": float(samples.mean()), "sample_std": float(samples.std())}
 
     def toy_report(self, score_fn, key) -> dict:
@@ -152,7 +161,7 @@ class Report:
         num = int(config.eval.num_samples)
         score_fn = functools.partial(_call_score, score_fn)  # evaluated eagerly below: compiled once per run
         samples = np.asarray(sample_in_batches(key, score_fn, sde, (min(num, 4096), 2), num, config.sampling.sampler,
-                                               config.sampling.steps, progress=False))
+                                               config.sampling.steps, progress=False, **sampling_options(config)))
         reference = data["test"]["x"]
         viz.save_scatter(samples, reference, os.path.join(workdir, "samples.png"),
                          title=f"{config.sampling.sampler}, {config.sampling.steps} steps")
@@ -171,7 +180,7 @@ class Report:
 
 class SampleQuality:
     """FID, KID, IS and precision/recall of ``eval.fid_num`` EMA samples (``sampling.sampler``,
-    ``sampling.steps``) under the ``eval.features`` network against the ``eval.fid_ref`` split,
+    ``sampling.steps``, ``sampling.options``; in ``data.value_range``, mapped to the features' [-1, 1]) under the ``eval.features`` network against the ``eval.fid_ref`` split,
     every ``eval.fid_every`` steps; logged as ``sample_quality/*`` and plotted in ``fid.png``.
 
     Next to each figure: its floor, the same metrics for as many real images of the other split
@@ -223,9 +232,10 @@ class SampleQuality:
             labels = jnp.arange(batch, dtype=jnp.int32) % k
             score_fn = jax.tree_util.Partial(run.class_score_with_params, state.ema_params, labels)
             options["devices"] = 1  # the labels are per row of a whole batch
+        options.update(sampling_options(config))
         stats = stats_of_samples(eval_key(config, "sample_quality"), score_fn, run.sde, run.data["shape"], num,
                                  extractor, sampler=config.sampling.sampler, steps=config.sampling.steps,
-                                 batch_size=batch, **options)
+                                 batch_size=batch, value_range=value_range(config), **options)
         out = sample_quality(stats, ref, computable(METRICS, stats))
         out.update({f"{k}_floor": v for k, v in floor.items() if k != "num"})
         if run.class_score_with_params is not None and stats.kept_logits is not None:

@@ -78,7 +78,10 @@ def load_data(config) -> dict[str, Any]:
 
 
 def make_batch_fn(config, data, split: str = "train", *, process_index: int = 0, process_count: int = 1):
-    """``step -> {"x": float32 [B/P, *D], "labels"?: int32}``: a pure function of (seed, step)."""
+    """``step -> {"x": float32 [B/P, *D], "labels"?: int32}``: a pure function of (seed, step); images
+    in ``config.data.value_range`` (:func:`jaxscore.config.value_range`)."""
+    from jaxscore.config import value_range
+
     dataset = data[split]
     kw = dict(global_batch_size=int(config.training.batch_size), seed=int(config.seed),
               process_index=process_index, process_count=process_count)
@@ -92,7 +95,7 @@ def make_batch_fn(config, data, split: str = "train", *, process_index: int = 0,
 
     def image_batch(step):
         batch = pipeline.batch_at_step(dataset, step, flip=bool(config.data.random_flip),
-                                       dequantize=bool(config.data.dequantize), **kw)
+                                       dequantize=bool(config.data.dequantize), value_range=value_range(config), **kw)
         out = {"x": batch["images"]}
         if "labels" in batch and config.model.get("num_classes"):
             out["labels"] = batch["labels"]
@@ -157,6 +160,11 @@ def make_loss_fn(config, model, sde) -> Callable:
     * ``ism`` / ``ssm``: implicit (``loss.divergence``) / sliced (``loss.num_projections``,
       ``loss.variance_reduced``) score matching of the diffused marginals (:func:`_noisy_score_matching`;
       small data: ISM's exact divergence costs d JVPs).
+
+    ``loss.t_min`` (None: ``sde.t_min``) is the lower end of the training times t ~ U(t_min, T) of
+    ``continuous_dsm``, ``eps`` / ``x0`` / ``v`` on a continuous SDE, ``ism`` and ``ssm`` (score_sde
+    trains from 1e-5). The integer timesteps of a ``ddpm`` chain's direct losses, the ``ncsn`` ladder and
+    ``edm``'s log-normal sigmas have their own times (the config's rule refuses a t_min for them).
     """
     from jaxscore.config import resolve_weighting
 
@@ -168,6 +176,7 @@ def make_loss_fn(config, model, sde) -> Callable:
     weighting = resolve_weighting(lc.get("weighting", "sigma2"))
     if name == "ncsn":
         ladder_ts, ladder_sigmas = ncsn_ladder(sde, int(lc.get("num_scales", 10)))
+    t_lo = sde.t_min if lc.get("t_min") is None else float(lc.t_min)  # training times U(t_lo, T)
 
     def loss_fn(params, key, batch):
         loss_key, dropout_key = jax.random.split(key)
@@ -183,13 +192,13 @@ def make_loss_fn(config, model, sde) -> Callable:
         if name == "continuous_dsm":
             return losses.continuous_dsm_loss(apply, params, loss_key, x0, sde, parameterization=param,
                                               weighting=weighting, t_sampling=lc.get("t_sampling", "uniform"),
-                                              reduce_mean=config.loss.reduce_mean, **kw)
+                                              reduce_mean=config.loss.reduce_mean, t_min=t_lo, **kw)
         if name in ("eps", "x0", "v"):
             if param != name:
                 raise ValueError(f"config.loss.name={name!r} trains a {name!r} network: set config.model.parameterization={name!r}.")
             fn = {"eps": losses.eps_loss, "x0": losses.x0_loss, "v": losses.v_loss}[name]
             return fn(apply, params, loss_key, x0, sde, reduce_mean=config.loss.reduce_mean,
-                      num_timesteps=num_timesteps, **kw)
+                      num_timesteps=num_timesteps, t_min=None if num_timesteps else t_lo, **kw)
         if name in ("ncsn", "ism", "ssm"):
             def score_apply(p, x, t, **k):  # the network as a score at (x, t), whatever its parameterization
                 return make_score_fn(apply, p, sde, param, **k)(x, t)
@@ -206,14 +215,14 @@ def make_loss_fn(config, model, sde) -> Callable:
                 return losses.implicit_score_matching(a, p, x, t=t, key=k, divergence=lc.get("divergence", "exact"),
                                                       reduce_mean=config.loss.reduce_mean, **kk)
 
-            return _noisy_score_matching(ism, score_apply, params, loss_key, x0, sde, sde.t_min, **kw)
+            return _noisy_score_matching(ism, score_apply, params, loss_key, x0, sde, t_lo, **kw)
         if name == "ssm":
             def ssm(a, p, k, x, t, **kk):
                 return losses.sliced_score_matching(a, p, k, x, t=t, num_projections=int(lc.get("num_projections", 1)),
                                                     variance_reduced=bool(lc.get("variance_reduced", True)),
                                                     reduce_mean=config.loss.reduce_mean, **kk)
 
-            return _noisy_score_matching(ssm, score_apply, params, loss_key, x0, sde, sde.t_min, **kw)
+            return _noisy_score_matching(ssm, score_apply, params, loss_key, x0, sde, t_lo, **kw)
         if name == "edm":
             if param != "edm":
                 raise ValueError("config.loss.name='edm' needs config.model.parameterization='edm'.")

@@ -27,8 +27,20 @@ def _ensure_dir(path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
-def image_grid(images, nrow: int | None = None, pad: int = 1) -> np.ndarray:
-    """Tile images [N, H, W, C] (values in [-1, 1]) into one uint8 array [rows*(H+pad), cols*(W+pad), C]."""
+def to_uint8(images, value_range=(-1.0, 1.0)) -> np.ndarray:
+    r"""Float images in ``value_range`` ``(lo, hi)`` -> uint8 pixels :math:`k = \mathrm{round}(255 (x - lo)/(hi - lo))`,
+    clipped to 0..255 (:func:`jaxscore.data.pipeline.unscale_images`, the inverse of the batches' scaling, so
+    ``to_uint8(scale_images(k, r), r) == k`` for either range). NaN pixels become 0."""
+    from jaxscore.data.pipeline import unscale_images
+
+    lo, hi = (float(v) for v in value_range)
+    images = np.asarray(images, np.float32)
+    return unscale_images(np.clip(np.where(np.isnan(images), lo, images), lo, hi), value_range=value_range)
+
+
+def image_grid(images, nrow: int | None = None, pad: int = 1, value_range=(-1.0, 1.0)) -> np.ndarray:
+    """Tile images [N, H, W, C] (values in ``value_range``, default [-1, 1]; :func:`to_uint8`) into one
+    uint8 array [rows*(H+pad), cols*(W+pad), C]."""
     images = np.asarray(images, np.float32)
     if images.ndim == 3:
         images = images[..., None]
@@ -37,7 +49,7 @@ def image_grid(images, nrow: int | None = None, pad: int = 1) -> np.ndarray:
     n, h, w, c = images.shape
     cols = nrow or int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / cols))
-    pixels = np.clip((images + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    pixels = to_uint8(images, value_range)
     grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
     for i in range(n):
         r, q = divmod(i, cols)
@@ -45,10 +57,11 @@ def image_grid(images, nrow: int | None = None, pad: int = 1) -> np.ndarray:
     return grid
 
 
-def save_image_grid(images, path: str, nrow: int | None = None, scale: int = 4) -> str:
-    """Write a grid of images [N, H, W, C] in [-1, 1] as a PNG, each pixel drawn ``scale`` x ``scale``."""
+def save_image_grid(images, path: str, nrow: int | None = None, scale: int = 4, value_range=(-1.0, 1.0)) -> str:
+    """Write a grid of images [N, H, W, C] in ``value_range`` (default [-1, 1]; values outside are clipped)
+    as a PNG, each pixel drawn ``scale`` x ``scale``."""
     plt = _plt()
-    grid = image_grid(images, nrow)
+    grid = image_grid(images, nrow, value_range=value_range)
     grid = np.repeat(np.repeat(grid, scale, 0), scale, 1)
     _ensure_dir(path)
     if grid.shape[-1] == 1:

@@ -88,8 +88,10 @@ def test_cifar10_configs_share_one_base():
 
     ddpm = config_to_dict(load_config(os.path.join(CONFIG_DIR, "cifar10_ddpmpp.py")))
     ncsn = config_to_dict(load_config(os.path.join(CONFIG_DIR, "cifar10_ncsnpp.py")))
-    assert [k for k, _, _ in config_diff(ddpm, ncsn)] == [
+    diff = [k for k, _, _ in config_diff(ddpm, ncsn)]
+    assert [k for k in diff if not k.startswith("sampling.options")] == [
         "loss.reduce_mean", "model.name", "optim.ema_rate", "sampling.sampler", "sampling.steps", "sde.name"]
+    assert ddpm["loss"]["t_min"] == ncsn["loss"]["t_min"] == 1e-5  # score_sde's training eps, both
     for cfg in (ddpm, ncsn):
         assert cfg["data"]["name"] == "cifar10" and cfg["training"]["n_iters"] == 1300001
 
@@ -144,7 +146,12 @@ BAD_VALUES = [
     ("data.name=rign", "data.name", "(did you mean 'ring'?), got 'rign'"),
     ("data.name=imagenet", "data.name", "'digits', 'array', 'mnist', 'cifar10', 'folder'), got 'imagenet'"),
     ("data.test_fraction=0", "data.test_fraction", "expected a number in (0.0, 1.0), got 0.0"),
-    ("data.value_range=1,0", "data.value_range", "expected '' (uint8/integer images) or 'low,high'"),
+    ("data.file_range=1,0", "data.file_range", "expected '' (uint8/integer images) or 'low,high'"),
+    ("data.value_range=1,0", "data.value_range", "expected a pair (low, high) with high > low: (-1.0, 1.0)"),
+    ("data.value_range=0", "data.value_range", "(0.0, 1.0) (NCSN's), got (0,)"),
+    ("loss.t_min=1.5", "loss.t_min", "expected None (the SDE's t_min) or a number in [0, 1), got 1.5"),
+    ("sampling.options.step_lr=1e-4", "sampling.options", "sampler 'dpmpp_2m' has no option(s) ['step_lr']; "
+     "its options are ['denoise', 'grid', 'lower_order_final', 'rho', 'sigma_max', 'sigma_min', 't_max', 't_min']"),
     ("eval.features=incep", "eval.features", "expected one of ('digits', 'mnist', 'inception')"),
     ("eval.fid_ref=valid", "eval.fid_ref", "expected one of ('train', 'test'), got 'valid'"),
     ("eval.fid_every=-5", "eval.fid_every", "expected an integer >= 0, got -5"),
@@ -172,8 +179,10 @@ def test_boundary_values_load(tmp_path):
     """The edges the rules allow: 0 = never for eval periods, no warm-up, EMA off, adaptive steps."""
     cfg = load_config(_write(tmp_path), [
         "training.eval_every=0", "eval.fid_every=0", "optim.warmup=0", "optim.ema_rate=0", "sampling.steps=None",
-        "loss.name=eps", "model.parameterization=eps", "data.value_range=-1,1", "data.name=array", "seed=0"])
-    assert cfg.training.eval_every == 0 and cfg.sampling.steps is None and cfg.data.value_range == "-1,1"
+        "loss.name=eps", "model.parameterization=eps", "data.file_range=-1,1", "data.name=array", "seed=0",
+        "data.value_range=0,1", "loss.t_min=0"])
+    assert cfg.training.eval_every == 0 and cfg.sampling.steps is None and cfg.data.file_range == "-1,1"
+    assert cfg.data.value_range == (0, 1) and cfg.loss.t_min == 0
 
 
 def test_non_finite_values_in_a_file(tmp_path):

@@ -432,17 +432,17 @@ def test_folder_split_is_per_class(tmp_path):
 
 
 def test_value_range_from_config(tmp_path):
-    """Float images load with data.value_range as the config/CLI gives it ("0,1", "-1,1");
-    without it the error says how to pass it."""
+    """Float images load with data.file_range as the config/CLI gives it ("0,1", "-1,1");
+    without it the error says how to pass it (data.value_range, the model's range, is another key)."""
     k = np.arange(256, dtype=np.uint8).reshape(4, 8, 8)
     np.save(tmp_path / "f01.npy", k / 255.0)
     np.save(tmp_path / "fpm1.npy", (k / 127.5 - 1).astype(np.float32))
     cfg = {"name": "array", "split": "all", "image_size": 8}
     for path, text in (("f01.npy", "0,1"), ("fpm1.npy", "-1, 1")):
-        got = load_dataset({**cfg, "path": str(tmp_path / path), "value_range": text})["images"]
+        got = load_dataset({**cfg, "path": str(tmp_path / path), "file_range": text, "value_range": (0.0, 1.0)})["images"]
         np.testing.assert_array_equal(got[..., 0], k)
-    with pytest.raises(ValueError, match="value_range"):
-        load_dataset({**cfg, "path": str(tmp_path / "f01.npy"), "value_range": ""})
+    with pytest.raises(ValueError, match="data.file_range='0,1'"):
+        load_dataset({**cfg, "path": str(tmp_path / "f01.npy"), "file_range": "", "value_range": (0.0, 1.0)})
     assert parse_value_range("") is None and parse_value_range(None) is None
     assert parse_value_range((0, 1)) == (0.0, 1.0) == parse_value_range("0,1")
     for bad in ("1,0", "0", "a,b", "0,1,2", "0,inf"):

@@ -5,7 +5,8 @@ Every loader returns a *dataset dict*::
     {"images": np.ndarray uint8 [N, H, W, C], "labels": np.ndarray int32 [N] or None}
 
 Images stay ``uint8`` (0..255) in memory and on disk; the conversion to float
-in :math:`[-1, 1]` (and dequantisation, flips) happens per batch in
+in the model's range (:math:`[-1, 1]` by default, :math:`[0, 1]` with ``value_range=(0, 1)``; a
+config's ``data.value_range``), with dequantisation and flips, happens per batch in
 :mod:`jaxscore.data.pipeline`. Nothing is downloaded: every loader reads files
 already on disk, and a missing or malformed file raises ``FileNotFoundError`` /
 ``ValueError`` naming the file and what was wrong with it.
@@ -313,7 +314,8 @@ def _to_uint8(arr: np.ndarray, value_range, what: str) -> np.ndarray:
         if value_range is None:
             raise ValueError(
                 f"{what}: got float images (dtype {arr.dtype}); store uint8 images, or pass "
-                "value_range=(0, 1) or (-1, 1) to say how the floats map to 0..255."
+                "value_range=(0, 1) or (-1, 1) (in a config: data.file_range='0,1' or '-1,1') "
+                "to say how the floats map to 0..255."
             )
         lo_v, hi_v = (float(v) for v in value_range)
         if not hi_v > lo_v:
@@ -770,7 +772,8 @@ def _load_single_set(config, name: str, path, split: str) -> Dataset:
     """The ``split`` of an ``array`` file or image ``folder``: ``test_path`` holds the test images
     when given, else :func:`heldout_split` holds out ``test_fraction`` of ``path``."""
     if name == "array":
-        value_range = parse_value_range(_cfg_get(config, "value_range"))
+        # how float images in the file map to 0..255 (not data.value_range, the range the model sees)
+        value_range = parse_value_range(_cfg_get(config, "file_range"))
         mmap = bool(_cfg_get(config, "mmap", False))
 
         def read(p):
@@ -810,9 +813,10 @@ def load_dataset(config) -> Dataset:
 
     Fields: ``name`` in ``DATASET_NAMES`` = ("digits", "array", "mnist", "cifar10", "folder");
     ``path`` (all but digits); ``split`` ("train" default, "test" or "all");
-    digits: ``image_size`` (8 default, or 16), ``interpolation``; array: ``value_range``
-    (:func:`parse_value_range`: ``""`` for integer images, ``"0,1"`` / ``"-1,1"`` or a pair for
-    floats), ``mmap``; folder: ``channels``. array and folder hold out a test split
+    digits: ``image_size`` (8 default, or 16), ``interpolation``; array: ``file_range``, the range
+    float images in the file have (:func:`parse_value_range`: ``""`` for integer images, ``"0,1"`` /
+    ``"-1,1"`` or a pair for floats; the config's ``value_range``, the range the model sees, is
+    another key), ``mmap``; folder: ``channels``. array and folder hold out a test split
     (:func:`heldout_split`): ``test_path`` (a separate file / folder of test images; ``""`` =
     none) or else the fraction ``test_fraction`` (default ``DEFAULT_TEST_FRACTION``). When
     ``image_size`` / ``num_channels`` are set they are checked against the loaded images (a

@@ -12,6 +12,10 @@ result equals a one-process evaluation (moments up to float64 round-off, kept ro
 Quantisation: generated images are rounded to the 8-bit grid, :math:`q = \mathrm{clip}(\mathrm{round}
 (127.5 (x + 1)), 0, 255)`, then mapped back to :math:`q / 127.5 - 1`, as the reference
 pipelines (score_sde, EDM, pytorch-fid on saved PNGs) see samples; real images are uint8 already.
+Samples of a model on another range (``value_range=(lo, hi)``, e.g. (0, 1)) are first mapped to
+[-1, 1], :math:`x' = 2(x - lo)/(hi - lo) - 1`, where the feature networks take them: the same 8-bit
+grid, :math:`q = \mathrm{round}(255 (x - lo)/(hi - lo))`, so a sample and its image in the other range
+give the same features.
 """
 
 from __future__ import annotations
@@ -31,9 +35,16 @@ METRICS = ("fid", "kid", "is", "pr")
 
 
 @eqx.filter_jit
-def _extract(extractor, images: jax.Array, quantise: bool):
-    """``extractor(images)`` on images in [-1, 1], first rounded to the 8-bit grid if ``quantise``."""
+def _extract(extractor, images: jax.Array, quantise: bool, value_range: tuple = (-1.0, 1.0)):
+    """``extractor(images)`` on images in [-1, 1], first rounded to the 8-bit grid if ``quantise``;
+    images in another ``value_range`` (static) are mapped to [-1, 1] first."""
     x = images.astype(jnp.float32)
+    lo, hi = value_range
+    if (lo, hi) != (-1.0, 1.0):
+        y = (x - lo) * (1.0 / (hi - lo))  # [0, 1]
+        if quantise:
+            y = jnp.clip(jnp.round(y * 255.0), 0.0, 255.0) / 255.0
+        return extractor(2.0 * y - 1.0)
     if quantise:
         x = jnp.clip(jnp.round((x + 1.0) * 127.5), 0.0, 255.0) / 127.5 - 1.0
     return extractor(x)
@@ -47,14 +58,18 @@ def _as_unit_range(images) -> np.ndarray | jax.Array:
 
 
 def accumulate_features(extractor: Callable, batches: Iterable[tuple], *, keep: int = 0,
-                        quantise: bool = True) -> tuple[FeatureStats, np.ndarray]:
-    """Fold ``(images [b, H, W, C], global indices [b])`` batches into statistics.
+                        quantise: bool = True, value_range=(-1.0, 1.0)) -> tuple[FeatureStats, np.ndarray]:
+    """Fold ``(images [b, H, W, C], global indices [b])`` batches into statistics; float images are in
+    ``value_range`` (default [-1, 1]; uint8 images are pixels whatever it is).
 
     Returns ``(stats, kept_indices)``: ``kept_indices [min(n, keep)]`` are the global indices of
     the rows ``stats`` kept (to order them when processes are merged)."""
     stats, kept = None, []
+    lo, hi = (float(v) for v in value_range)
     for images, indices in batches:
-        features, logits = _extract(extractor, _as_unit_range(images), quantise)
+        is_pixels = isinstance(images, np.ndarray) and images.dtype == np.uint8
+        features, logits = _extract(extractor, _as_unit_range(images), quantise,
+                                    (-1.0, 1.0) if is_pixels else (lo, hi))
         features = np.asarray(features)
         logits = None if logits is None else np.asarray(logits)
         if stats is None:
@@ -101,9 +116,11 @@ def merge_over_processes(stats: FeatureStats, kept_indices: np.ndarray) -> Featu
 
 def stats_of_samples(key, score_fn, sde, data_shape, num: int, extractor: Callable, *, sampler: str = "dpmpp_2m",
                      steps: int | None = 20, batch_size: int = 500, keep: int = 10_000, progress: bool = False,
-                     desc: str | None = None, **options) -> FeatureStats:
-    """Statistics of ``num`` samples ``sample(key, score_fn, sde, (num, *data_shape), sampler, steps)``
+                     desc: str | None = None, value_range=(-1.0, 1.0), **options) -> FeatureStats:
+    """Statistics of ``num`` samples ``sample(key, score_fn, sde, (num, *data_shape), sampler, steps, **options)``
     under ``extractor``, drawn ``batch_size`` at a time over all local devices and processes.
+    ``value_range``: the model's image range (a config's ``data.value_range``); the samples are quantised
+    on its 8-bit grid and mapped to [-1, 1] for the extractor.
 
     Example ``g`` is drawn with the key ``fold_in(key, g)``, so the statistics do not depend on
     ``batch_size``, on the devices or on the number of processes (up to float round-off)."""
@@ -111,7 +128,7 @@ def stats_of_samples(key, score_fn, sde, data_shape, num: int, extractor: Callab
 
     batches = iter_sample_batches(key, score_fn, sde, (int(batch_size), *tuple(data_shape)), int(num), sampler, steps,
                                   progress=progress, desc=desc or f"sampling + features ({sampler})", **options)
-    return merge_over_processes(*accumulate_features(extractor, batches, keep=keep))
+    return merge_over_processes(*accumulate_features(extractor, batches, keep=keep, value_range=value_range))
 
 
 def _image_batches(images, batch_size: int, process_index: int, process_count: int) -> Iterator[tuple]:
