@@ -32,9 +32,17 @@ sigma_max in {sigma_ratio(T) = 152, 20, 10}, sigma_min = sigma_ratio(1e-3) = 0.0
 (picked on the evaluation batch) vs ours. Goal: ours <= 0.5x its error at 10 NFE, not above at 20 NFE.
 (k-diffusion's package ``__init__`` pulls in CLIP / wandb; the worker imports only ``k_diffusion.sampling``.)
 
-Distilled students: :func:`student_rows` is the hook: a dict ``label -> sample_fn(key, num, nfe)`` (returning
-``[num, d]`` samples or ``None`` where the student has no such NFE) for one mixture adds rows to the same
-table and plot (``run(..., students={"ring2d": {...}})``).
+Distilled students (``--students``, on ``ring2d`` and ``mix16d``): :func:`train_students` trains, with the exact
+score as teacher, a progressive-distillation student (16 -> 8 -> 4 -> 2 -> 1 DDIM steps, ``--pd-iters`` per
+stage), a consistency-distilled and a consistency-trained one (``--cm-iters`` each), caches them under
+``--students-cache`` (``--students-only`` trains and stops), and measures them at NFE 1, 2, 4, 8 from the same
+start noise as every other row. :func:`student_rows` is the hook: a dict ``label -> sample_fn(key, num, nfe)``
+(returning ``[num, d]`` samples or ``None`` where the student has no such NFE) adds rows to the same table and
+plot.
+
+k-diffusion's side depends only on the mixture, ``--num`` and ``--seed`` (the start noise), not on our code:
+``--kd-only`` runs it alone into a JSON that ``--kd-from`` reads back (refused unless num and seed match).
+``--fit-nfes`` restricts the (costly) grid fits to some NFEs; the others are measured first.
 
 Writes ``experiments/benchmarks/results/few_step.json`` and ``few_step.png``. ``--quick``: 4,000 samples,
 NFE 5/10/20, two mixtures, fewer fit iterations.
@@ -579,12 +587,14 @@ def run(args, students: dict | None = None, log=print) -> dict:
         # 10 and 20 NFE first (with k-diffusion), then the rest; saved after each step (long runs on shared CPUs)
         first = [n for n in (10, 20) if n in nfes]
         rest = [n for n in (5, 4, 8, 2, 1) if n in nfes] + [n for n in nfes if n not in (10, 20, 5, 4, 8, 2, 1)]
+        if args.fit_nfes is not None:  # the NFEs without a fit first (cheap): a run cut short keeps them
+            rest.sort(key=lambda n: n in args.fit_nfes)
         res["grids"], res["defaults"] = [], []
         for part in [first] + [[n] for n in rest]:
             res["grids"] += run_fixed_and_fitted(ours, part, fit_batch=fit_batch, fit_iters=args.fit_iters,
                                                  key=jax.random.fold_in(key, 3), fit_start=args.fit_start,
                                                  objective=args.objective, log=log,
-                                                 fit_nfes=getattr(args, "fit_nfes", None))
+                                                 fit_nfes=args.fit_nfes)
             res["defaults"] += run_defaults(ours, [n for n in part if n >= 5], log=log)
             res["grids"].sort(key=lambda r: r["nfe"])
             res["defaults"].sort(key=lambda r: r["nfe"])
