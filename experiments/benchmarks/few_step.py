@@ -569,7 +569,7 @@ def run(args, students: dict | None = None, log=print) -> dict:
     from jaxscore.metrics import exact_draw_floor
 
     key = jax.random.key(args.seed)
-    out = {"num": args.num, "nfes": args.nfes, "fit_iters": args.fit_iters, "fit_start": args.fit_start,
+    out = {"num": args.num, "seed": args.seed, "nfes": args.nfes, "fit_iters": args.fit_iters, "fit_start": args.fit_start,
            "objective": args.objective,
            "mixtures": {}}
     for mname, mix in mixtures(args.mixtures).items():
@@ -722,6 +722,7 @@ def main(argv=None):
     p.add_argument("--students-cache", default="runs/few_step_students")
     p.add_argument("--kd-only", action="store_true", help="run only k-diffusion's side (for a later --kd-from)")
     p.add_argument("--kd-from", default=None, help="k-diffusion's rows from a --kd-only JSON (same num and seed)")
+    p.add_argument("--attach-kd", nargs="+", default=None, help="attach --kd-only JSONs to the finished --out")
     p.add_argument("--fit-nfes", default=None, help="fit grids only at these NFEs (comma list; default all)")
     p.add_argument("--kd-worker", nargs=2, metavar=("NPZ", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--kd-sigmas", default=None, help=argparse.SUPPRESS)
@@ -730,6 +731,25 @@ def main(argv=None):
     if args.kd_worker:
         sigma_T, sigma_tmin = (float(v) for v in args.kd_sigmas.split(","))
         kd_worker(*args.kd_worker, args.nfes, sigma_T, sigma_tmin)
+        return
+    if args.attach_kd:  # k-diffusion's rows (--kd-only JSONs) attached to a finished run's --out, compared, re-plotted
+        with open(args.out) as fh:
+            out = json.load(fh)
+        for path in args.attach_kd:
+            with open(path) as fh:
+                kd_mixtures = json.load(fh)["mixtures"]
+            for mname, res in out["mixtures"].items():
+                if mname in kd_mixtures and (kd_mixtures[mname].get("k_diffusion") or {}).get("best"):
+                    nfes = [n for n in (10, 20) if n in out["nfes"]]
+                    args.num, args.seed = out["num"], out.get("seed", args.seed)
+                    res["k_diffusion"] = load_kdiffusion(path, mname, args, nfes)
+                    res["versus_k_diffusion"] = compare(res, nfes)
+                    for row in res["versus_k_diffusion"]:
+                        print(f"  {mname} vs k-diffusion NFE {row['nfe']}: ours fitted {row['ours_fitted']:.4f}, fixed "
+                              f"{row['ours_fixed']:.4f}, defaults {row['ours_defaults']:.4f}, k-diffusion "
+                              f"{row['k_diffusion']:.4f}")
+        save(out, args.out)
+        plot(out, os.path.splitext(args.out)[0] + ".png")
         return
     if args.merge:
         merged = {"mixtures": {}}
