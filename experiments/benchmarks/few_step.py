@@ -317,10 +317,13 @@ def train_students(mname: str, mix, *, pd_iters: int, cm_iters: int, pd_base_ste
     if os.path.exists(path) and os.path.exists(meta_path):
         with open(meta_path) as fh:
             old = json.load(fh)
-        if {k: old.get(k) for k in meta} == meta:
+        same = [k for k in meta if k != "pd_grids"]  # the grids the students were trained on are the cached ones
+        if {k: old.get(k) for k in same} == {k: meta[k] for k in same}:
             with open(path, "rb") as fh:
                 cached = serialization.from_bytes(template, fh.read())
             meta["train_seconds"] = old.get("train_seconds")
+            meta["pd_grids"] = old["pd_grids"]
+            grids = [np.asarray(g, np.float32) for g in old["pd_grids"]]
             log(f"  students of {mname}: loaded from {path}")
     if cached is None:
         secs = {}
