@@ -379,6 +379,11 @@ def main(argv=None):
     result["targets"] = targets(acc)
     if not args.no_speed:
         result["speed"] = run_speed(configs, 20, repeats=3 if args.quick else 15)
+    elif os.path.exists(args.out):  # keep the last timing run (NFE-bound, not changed by accuracy reruns)
+        with open(args.out) as f:
+            previous = json.load(f)
+        if "speed" in previous:
+            result["speed"] = {**previous["speed"], "note": "carried over from the previous run (--no-speed)"}
     result["wall_s"] = time.perf_counter() - t0
     for k in ("best_at_10", "best_at_20"):
         for mname, b in result[k].items():

@@ -39,6 +39,12 @@ def heun(score_fn, sde, start: Start, *, lower_order_final: bool = False):
 
     with :math:`d = (\tilde x - D)/\tilde\sigma`. NFE = 2 steps (2 steps - 1 with ``lower_order_final``,
     which takes the last step with Euler alone) (+1 with ``denoise``).
+
+    Defaults: EDM's own (17 steps on the rho = 7 grid from sigma~ 80 to 0.002, clipped to the SDE's range, then the
+    denoise: 35 NFE). The multistep solvers' ``grid="auto"`` rule (:func:`jaxscore.samplers.grids.default_range`)
+    does not transfer: measured on the ring2d / mix16d mixtures (VP, 8,000 samples, error vs a 300-step solve) it
+    is worse at 35 NFE (0.12 / 0.17 vs EDM's 0.08 / 0.04), and at 10-20 NFE heun is no few-step sampler on either
+    grid (0.25-3.6): use ``dpmpp_2m`` or ``unipc`` there.
     """
     ts, steps = start.ts, start.steps
     alpha, _ = sde.marginal_coefs(ts)

@@ -34,13 +34,12 @@ from jaxscore.samplers.base import Sampler, always
 from jaxscore.samplers.sde_samplers import _noise_scale, ddim_loop
 
 HISTORY = 3  # number of stored x0-predictions (enough for third order + UniC)
-# Default end of the grid of the deterministic solvers, as a noise level sigma_t/alpha_t (clipped to the SDE's
-# t_min): measured best-or-near-best at 5-20 NFE on the sampler benchmark's mixtures (0.03 best at 5 NFE, 0.01-0.02
-# at 20); its residual noise inflates a mode of std s by sqrt(1 + (0.02/s)^2) - 1 (0.9% at s = 0.15).
-DEFAULT_SIGMA_MIN = 0.02
+# The deterministic solvers' default grid and end: grid="auto", sigma_min="auto", both set by the step count in
+# jaxscore.samplers.grids.default_range (the one place, with the measurements behind it).
+AUTO = {"grid": "auto", "sigma_min": "auto"}
 
 
-@fixed_step(steps=50, grid="auto", sigma_min=DEFAULT_SIGMA_MIN)
+@fixed_step(steps=50, **AUTO)
 def ddim(score_fn, sde, start: Start, *, eta: float = 0.0, final_noise: bool = False):
     r"""DDIM (see :func:`jaxscore.samplers.sde_samplers.ddim_step`): ``eta = 0`` is deterministic and
     equals first-order DPM-Solver(++) on the probability-flow ODE; ``eta = 1`` is ancestral (DDPM).
@@ -169,7 +168,7 @@ def _dpmpp_update(g, n, order, x, hist, z, max_order: int, d2_factor: float = 1.
     return _combine(s.sigma_t / s.sigma_s0, x, coefs, hist)
 
 
-@fixed_step(steps=20, grid="auto", sigma_min=DEFAULT_SIGMA_MIN)
+@fixed_step(steps=20, **AUTO)
 def dpmpp_2m(score_fn, sde, start: Start, *, lower_order_final: bool = True):
     r"""DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), data prediction, one score evaluation per step:
 
@@ -183,7 +182,7 @@ def dpmpp_2m(score_fn, sde, start: Start, *, lower_order_final: bool = True):
                       update=functools.partial(_dpmpp_update, max_order=2))
 
 
-@fixed_step(steps=20, grid="auto", sigma_min=DEFAULT_SIGMA_MIN)
+@fixed_step(steps=20, **AUTO)
 def dpmpp_3m(score_fn, sde, start: Start, *, lower_order_final: bool = True, d2_coefficient: str = "reference"):
     r"""DPM-Solver++(3M): third-order multistep in data prediction (warm-up orders 1, 2; with
     ``lower_order_final`` the last two steps use orders 2, 1):
@@ -332,7 +331,7 @@ def _unic(g, i_s0, i_t, order, max_order: int):
     return u.cx, coefs, c_t
 
 
-@fixed_step(steps=20, grid="auto", sigma_min=DEFAULT_SIGMA_MIN)
+@fixed_step(steps=20, **AUTO)
 def unipc(score_fn, sde, start: Start, *, order: int = 2, lower_order_final: bool = True, corrector: bool = True,
           final_corrector: bool = False):
     r"""UniPC (Zhao et al. 2023), data prediction with :math:`B(h) = e^{h} - 1` ("bh2").
