@@ -365,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "as prior (jaxscore.inverse)")
     rs.add_argument("--workdir", required=True)
     rs.add_argument("--task", required=True, choices=TASKS)
-    rs.add_argument("--input", required=True, help=".npz with 'images' (uint8, or float in [-1, 1]) of the run's shape")
+    rs.add_argument("--input", required=True, help=".npz with 'images' (uint8, or float in the run's data.value_range) "
+                                                      "of the run's shape")
     rs.add_argument("--method", default="pigdm", choices=METHODS)
     rs.add_argument("--out", default="restored.npz", help="npz (restored, observed, clean) and <name>_grid.png beside it")
     rs.add_argument("--noise-std", type=positive_float, default=0.05, help="observation noise sigma_y")

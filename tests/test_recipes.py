@@ -20,7 +20,7 @@ import optax
 import pytest
 
 from jaxscore import experiment, losses
-from jaxscore.config import ConfigError, load_config, resolve_weighting
+from jaxscore.config import ConfigError, load_config, resolve_weighting, sampling_options, value_range
 from jaxscore.data.toy import gaussian_mixture
 from jaxscore.samplers import get_sampler, sample
 from jaxscore.samplers.grids import time_grid
@@ -81,7 +81,7 @@ def test_recipe_trains_two_steps_and_samples(variant):
     moved = jax.tree_util.tree_reduce(lambda a, b: a + b, jax.tree.map(lambda p, q: jnp.sum(jnp.abs(p - q)), new, params))
     assert float(moved) > 0
     out = sample(jax.random.key(4), experiment.model_score_fn(config, model, new, sde), sde, (4, 2),
-                 sampler=config.sampling.sampler, steps=2)
+                 sampler=config.sampling.sampler, steps=2, **sampling_options(config))
     assert out.shape == (4, 2) and bool(jnp.all(jnp.isfinite(out)))
 
 
@@ -95,9 +95,11 @@ def test_paper_config_matches_its_digits_variant(spec):
     assert type(a) is type(b)
     if not PAPER_CONFIGS[spec].startswith(("ncsn", "edm")):  # digits ladders / ranges are rescaled for 8x8
         assert jax.tree.all(jax.tree.map(lambda u, v: bool(np.allclose(u, v)), a, b))
-    for key in ("loss.name", "model.parameterization", "sampling.sampler"):
+    for key in ("loss.name", "loss.t_min", "model.parameterization", "sampling.sampler"):
         sec, name = key.split(".")
         assert paper[sec][name] == small[sec][name], key
+    assert value_range(paper) == value_range(small)
+    assert sampling_options(paper) == sampling_options(small)
     with open(_path(spec.split(":")[0])) as f:
         doc = f.read().split('"""')[1]
     assert any(w in doc for w in ("et al.", "Song & Ermon", "score_sde")), doc[:200]
@@ -112,16 +114,24 @@ def test_ddpm_config_is_ho_et_al():
     net = experiment.build_model_from_config(c.model)  # 35.7M-parameter U-Net of Ho et al. App. B
     assert (net.ch, tuple(net.ch_mult), net.num_res_blocks, tuple(net.attn_resolutions), net.dropout) == \
         (128, (1, 2, 2, 2), 2, (16,), 0.1)
-    # the report's ancestral grid (999 steps from 1 to t_min = 1/1000) is the chain's integer steps
-    ts = time_grid(sde, c.sampling.steps, "uniform")  # the ancestral sampler's default grid
-    np.testing.assert_allclose(np.asarray(ts) * 1000, np.arange(1000, 0, -1), atol=2e-3)
+    # the config's sampling (1000 ancestral steps, option t_min = 0) visits the integer steps 1000 -> 0: Alg. 2
+    # (tests/test_ddpm.py checks that this grid is Ho et al.'s chain); the sampler's own t_min would stop at 1
+    assert (c.sampling.sampler, c.sampling.steps, sampling_options(c)) == ("ancestral", 1000, {"t_min": 0.0})
+    info = sample(jax.random.key(0), lambda x, t: -x, sde, (1, 1), sampler="ancestral", steps=c.sampling.steps,
+                  return_info=True, **sampling_options(c))[1]
+    np.testing.assert_allclose(np.asarray(info["ts"]) * 1000, np.arange(1000, -1, -1), atol=2e-3)
+    ts = time_grid(sde, c.sampling.steps, "uniform")  # without the option: ends at the SDE's t_min = 1/1000
+    assert float(ts[-1]) * 1000 == pytest.approx(1.0, abs=1e-4)
 
 
 def test_ncsn_ladder_is_geometric_and_what_annealed_langevin_visits():
+    """NCSN's own setting: images in [0, 1], sigma 1 .. 0.01, eps = 2e-5 with 100 steps per level."""
     c = load_config(_path("ncsn_cifar10.py"))
+    assert value_range(c) == (0.0, 1.0)
+    assert sampling_options(c) == {"n_steps_each": 100, "step_lr": 2e-5, "final_noise": True, "denoise": False}
     sde = experiment.build_sde(c.sde)
     ts, sigmas = experiment.ncsn_ladder(sde, c.loss.num_scales)
-    np.testing.assert_allclose(np.asarray(sigmas), np.geomspace(2.0, 0.02, 10), rtol=2e-4)  # NCSN's 1..0.01, x2
+    np.testing.assert_allclose(np.asarray(sigmas), np.geomspace(1.0, 0.01, 10), rtol=2e-4)  # NCSN's 1..0.01
     info = sample(jax.random.key(0), lambda x, t: -x, sde, (1, 1), sampler="annealed_langevin",
                   steps=c.sampling.steps, n_steps_each=1, return_info=True)[1]
     np.testing.assert_array_equal(np.asarray(info["ts"])[1:], np.asarray(ts))

@@ -223,3 +223,57 @@ def test_sampling_options_are_checked_at_load_and_forwarded(tmp_path):
     cfg = load_config(TOY2D, ["--config.sampling.options.eta=0.5", "--config.sampling.sampler=ddim"])
     assert sampling_options(cfg) == {"eta": 0.5} and sampling_options(cfg, "ddim") == {"eta": 0.5}
     assert sampling_options(ml_collections.ConfigDict({"sampling": {"sampler": "ddim"}})) == {}  # an older run
+
+
+# --- slow: a [0, 1] run end to end ------------------------------------------------------------------
+
+TINY_UNIT_RUN = [
+    "--config.data.value_range=0,1",
+    "--config.model.ch=8",
+    "--config.training.n_iters=2",
+    "--config.training.eval_every=2",
+    "--config.training.checkpoint_every=2",
+    "--config.training.progress=false",
+    "--config.training.batch_size=8",
+    "--config.sampling.sampler=ancestral",
+    "--config.sampling.steps=3",
+    "--config.sampling.num_samples=8",
+    "--config.sampling.options.t_min=0.0",
+    "--config.eval.fid_every=0",
+    "--config.eval.heldout_batches=1",
+]
+
+
+@pytest.mark.slow
+def test_tiny_unit_range_run_trains_samples_and_writes_right_pictures(tmp_path):
+    """digits in [0, 1]: 2 training steps, the report's samples.png is the uint8 picture of the EMA model's
+    samples read in [0, 1] (drawn again here with the config's options: same key, same pixels up to one
+    level of float round-off between two compilations); `jaxscore sample` uses the config's options for
+    the config's sampler and writes the range beside the samples; `jaxscore likelihood` dequantises
+    into [0, 1] (+8 bits/dim offset)."""
+    from jaxscore.commands import likelihood_from_workdir, sample_from_workdir
+
+    cfg = load_config(f"{CONFIGS}/digits.py", TINY_UNIT_RUN)
+    workdir = str(tmp_path / "run")
+    assert experiment.train_and_evaluate(cfg, workdir).step == 2
+    config, score_fn, sde, shape, _ = experiment.load_for_inference(workdir)
+    assert value_range(config) == (0.0, 1.0) and sampling_options(config) == {"t_min": 0.0}
+    samples = np.asarray(sample_in_batches(eval_key(config, "report"), score_fn, sde, (8, *shape), 8, "ancestral", 3,
+                                           progress=False, t_min=0.0))
+    png = np.asarray(Image.open(f"{workdir}/samples.png").convert("L")).astype(int)
+    expected = np.repeat(np.repeat(viz.image_grid(samples, value_range=(0.0, 1.0)), 4, 0), 4, 1)[..., 0]
+    assert np.abs(png - expected).max() <= 1 and np.mean(png == expected) > 0.99
+
+    out = sample_from_workdir(workdir, sampler="ancestral", steps=3, num=8, out=str(tmp_path / "s.npz"), progress=False)
+    with np.load(out) as f:
+        np.testing.assert_array_equal(f["value_range"], [0.0, 1.0])
+        drawn = f["samples"]
+    direct = np.asarray(sample_in_batches(jax.random.key(0), score_fn, sde, (8, *shape), 8, "ancestral", 3,
+                                          progress=False, t_min=0.0))
+    np.testing.assert_allclose(drawn, direct, atol=1e-5)  # the config's t_min = 0 reached the sampler
+    default = np.asarray(sample_in_batches(jax.random.key(0), score_fn, sde, (8, *shape), 8, "ancestral", 3,
+                                           progress=False))
+    assert np.abs(default - direct).max() > 1e-3
+
+    lik = likelihood_from_workdir(workdir, num=4, batch_size=4, progress=False, solver="euler", steps=4)
+    assert lik["value_range"] == [0.0, 1.0] and np.isfinite(lik["bits_per_dim"])

@@ -4,7 +4,7 @@
         --config.data.path=/data/cifar-10-batches-bin --config.training.mode=pmap
     jaxscore train --config experiments/configs/ddpm_cifar10.py:cosine ...   # Nichol & Dhariwal's schedule
     # exact DDPM ancestral sampling (Alg. 2, posterior variance beta-tilde), all 1000 integer steps:
-    jaxscore sample --workdir runs/ddpm_cifar10 --sampler ancestral --steps 1000 --option t_min=0
+    jaxscore sample --workdir runs/ddpm_cifar10 --sampler ancestral --steps 1000
 
 From the paper (§4, App. B) and its code (diffusion_tf): T = 1000, beta linear from 1e-4 to 0.02,
 L_simple = ||eps - eps_theta(x_t, t)||^2 at integer t ~ U{1..T} (``loss.name = "eps"``, mean over
@@ -18,9 +18,10 @@ learned variances and the hybrid loss, are not here).
 The chain is :class:`jaxscore.sde.DiscreteVPSDE` (``sde.name = "ddpm"``): step i at t = i/1000, where
 its marginals are exactly DDPM's. The network is score_sde's DDPM++ class with DDPM's widths and
 DDPM-style residual blocks (``resblock="ddpm"``, no skip rescaling); the time embedding is the
-sinusoidal one of 1000 t = the integer timestep. The report samples with ``ancestral`` on 999 steps
-from t = 1 to t_min = 1/1000 (the integer steps 1000..1, the last one's posterior mean); the command
-above ends at t = 0, i.e. Ho et al.'s Alg. 2 exactly.
+sinusoidal one of 1000 t = the integer timestep. Sampling is Ho et al.'s Alg. 2 exactly: ``ancestral``
+on 1000 steps from t = 1 to ``t_min = 0`` (``sampling.options``), i.e. the integer steps 1000 -> 0,
+each the exact posterior q(x_{t-1} | x_t, x0_hat) (variance beta-tilde; none at the last step); the report,
+FID and ``jaxscore sample --sampler ancestral`` use these options.
 """
 
 import os
@@ -46,5 +47,6 @@ def get_config(variant: str = "linear"):
     c.loss.name = "eps"
     c.training.n_iters = 800001
     c.sampling.sampler = "ancestral"
-    c.sampling.steps = 999  # t = 1 .. 1/1000 on the integer steps
+    c.sampling.steps = 1000  # the integer steps 1000 -> 0
+    c.sampling.options.t_min = 0.0  # end at x_0: Alg. 2's last step (the posterior mean at t = 1)
     return c

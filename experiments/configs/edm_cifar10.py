@@ -12,10 +12,13 @@ batch 512), batch 512, 200 Mimg (390625 steps), EMA half-life 0.5 Mimg (rate 0.5
 per step), dropout 0.13, Heun (Alg. 1) with 18 steps on the rho = 7 grid from sigma_max = 80 to
 sigma_min = 0.002. Their noise labels enter the positional embedding unscaled (``embedding_scale=1``).
 
+Sampling is their Alg. 1 with N = 18 (35 evaluations): ``heun`` on the 18 levels of the rho = 7 grid
+(``steps = 17`` Heun steps, 2 evaluations each) and a last Euler step from sigma_min to 0
+(``denoise``), set in ``sampling.options`` (``grid``, ``sigma_min``, ``sigma_max``, ``rho``, ``denoise``,
+``lower_order_final``) so that they hold whatever the sampler's defaults.
+
 Differences, stated: no non-leaking augmentation (their 12% augment pipe); grad clip 1 as the
-other configs (EDM has none); the 18 Heun steps here take 36 evaluations and end at sigma_min, where
-EDM's last step is an Euler step to sigma = 0 (35 evaluations; ``--option denoise=true``
-gives that last step). Noise levels are times of a VE SDE with sigma 0.002 .. 80.
+other configs (EDM has none). Noise levels are times of a VE SDE with sigma 0.002 .. 80.
 """
 
 import os
@@ -40,5 +43,11 @@ def get_config():
     c.optim.warmup = 19531
     c.optim.ema_rate = 0.99929
     c.sampling.sampler = "heun"
-    c.sampling.steps = 18
+    c.sampling.steps = 17  # N - 1 = 17 Heun steps on N = 18 levels, then the Euler step to sigma = 0
+    c.sampling.options.grid = "edm"
+    c.sampling.options.sigma_min = 0.002
+    c.sampling.options.sigma_max = 80.0
+    c.sampling.options.rho = 7.0
+    c.sampling.options.denoise = True  # EDM's last step: Euler from sigma_min to 0 (= the denoiser D)
+    c.sampling.options.lower_order_final = False
     return c
