@@ -326,7 +326,11 @@ def plot_digits(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import ScalarFormatter
+
     tasks = list(res["tasks"])
+    names = sorted({m for row in res["tasks"].values() for m in row if m != "pinv"})
+    colors = {m: f"C{i}" for i, m in enumerate(names)}
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), sharey=True)
     for ax, tname in zip(np.atleast_1d(axes), tasks):
         row = res["tasks"][tname]
@@ -334,11 +338,15 @@ def plot_digits(res, path):
             if mname == "pinv":
                 ax.axhline(recs["psnr"], color="gray", ls="--", label="A+y")
                 continue
-            ax.semilogx([r["nfe"] for r in recs], [r["psnr"] for r in recs], "o-", label=mname)
+            ax.semilogx([r["nfe"] for r in recs], [r["psnr"] for r in recs], "o-", color=colors[mname], label=mname)
         ax.set_title(tname, fontsize=9)
         ax.set_xlabel("NFE per digit")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="x", which="minor", labelsize=6)
     np.atleast_1d(axes)[0].set_ylabel("PSNR (dB)")
-    np.atleast_1d(axes)[-1].legend(fontsize=7)
+    handles = {h.get_label(): h for ax in np.atleast_1d(axes) for h in ax.get_lines()}
+    np.atleast_1d(axes)[-1].legend(list(handles.values()), list(handles), fontsize=7)
     fig.suptitle(f"digits: {res['num']} held-out digits, sigma_y = {res['noise_std']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
