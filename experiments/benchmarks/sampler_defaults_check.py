@@ -1,0 +1,71 @@
+"""The 18 cells of issue 12: the deterministic solvers at DEFAULT options, 5 / 10 / 20 NFE, on the sampler
+benchmark's six mixtures (two tuned, four held out), 40,000 samples, VP, exact scores, with the exact-draw floor.
+
+Leaner than ``samplers.py`` (no 200-step prior-floor solve: its figures, which do not depend on the defaults, are
+carried over from the previous ``samplers.json``): runs ``dpmpp_2m`` and ``unipc`` at their defaults and writes
+``results/samplers.json`` / ``samplers.png`` in ``samplers.py``'s format (configs ``dpmpp_2m``, ``unipc``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from samplers import (HELD_OUT, RESULTS, SDES, TUNED, best_at, mixture_errors, mixtures, plot,  # noqa: E402
+                      targets)
+
+from jaxscore.metrics import exact_draw_floor  # noqa: E402
+from jaxscore.samplers import nfe_for_steps, sample, steps_for_nfe  # noqa: E402
+
+NFES = (5, 10, 20)
+CONFIGS = ("dpmpp_2m", "unipc")
+
+
+def main(num: int = 40000, out: str = os.path.join(RESULTS, "samplers.json")):
+    key = jax.random.PRNGKey(0)
+    sde = SDES["vp"]
+    previous = {}
+    if os.path.exists(out):
+        with open(out) as f:
+            previous = json.load(f)
+    acc = {}
+    t0 = time.perf_counter()
+    for mname, mix in mixtures(TUNED + HELD_OUT).items():
+        exact = exact_draw_floor(jax.random.fold_in(key, 99), mix, num)
+        prior = previous.get("accuracy", {}).get(mname, {}).get("prior_floor")
+        acc[mname] = {"exact": exact, "prior_floor": prior, "held_out": mname not in TUNED, "samplers": {}}
+        print(f"[{mname}] exact-draw floor {exact['error']:.4f}", flush=True)
+        sf = mix.score_fn(sde)
+        for name in CONFIGS:
+            rows = []
+            for nfe in NFES:
+                steps = steps_for_nfe(name, nfe)
+                assert nfe_for_steps(name, steps) <= nfe
+                x, info = jax.jit(lambda k: sample(k, sf, sde, (num, mix.dim), name, steps=steps, return_info=True))(key)
+                err = mixture_errors(x, mix)
+                rows.append({"nfe_budget": nfe, "steps": steps, "nfe": int(info["nfe"]), **err})
+                print(f"[{mname}] {name:9s} nfe {nfe:2d}: error {err['error']:.4f} (std {err['std']:.4f} mean "
+                      f"{err['mean_corrected']:.4f}) tv {err['tv']:.4f} [{time.perf_counter() - t0:.0f} s]", flush=True)
+            acc[mname]["samplers"][name] = rows
+    result = {"settings": {"num_samples": num, "nfes": list(NFES), "sde": "VPSDE(beta 0.1-20, t_min 1e-3)",
+                           "configs": {c: [c, {}] for c in CONFIGS},
+                           "note": "default options only (sampler_defaults_check.py); prior_floor carried over"},
+              "accuracy": acc, "best_at_5": best_at(acc, 5), "best_at_10": best_at(acc, 10),
+              "best_at_20": best_at(acc, 20)}
+    result["targets"] = targets(acc)
+    if "speed" in previous:
+        result["speed"] = {**previous["speed"], "note": "carried over from the previous full run"}
+    result["wall_s"] = time.perf_counter() - t0
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1, default=float)
+    plot(acc, os.path.splitext(out)[0] + ".png")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
