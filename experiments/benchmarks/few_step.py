@@ -428,7 +428,7 @@ def fit_cost(config_path: str, batch: int, steps: int, iters: int, sampler: str 
 
 # --- k-diffusion (worker runs in the torch environment) --------------------------------------------
 
-def kd_worker(npz_path: str, out_path: str, nfes, sigma_T: float, sigma_tmin: float) -> None:
+def kd_worker(npz_path: str, out_path: str, nfes, sigma_T: float, sigma_tmin: float, samplers=KD_SAMPLERS) -> None:
     """Run k-diffusion's samplers on the exported mixture (torch float64); write errors as JSON."""
     import importlib.util
     import types
@@ -478,7 +478,7 @@ def kd_worker(npz_path: str, out_path: str, nfes, sigma_T: float, sigma_tmin: fl
            "dpmpp_2m_sde": ks.sample_dpmpp_2m_sde}
     rows = []
     for nfe in nfes:
-        for name in KD_SAMPLERS:
+        for name in samplers:
             n = (nfe + 1) // 2 if name == "heun" else nfe  # heun: 2 per step, the last (to sigma = 0) Euler
             used = 2 * n - 1 if name == "heun" else n
             for sched in KD_SCHEDULES:
@@ -499,7 +499,7 @@ def kd_worker(npz_path: str, out_path: str, nfes, sigma_T: float, sigma_tmin: fl
         json.dump({"k_diffusion_version": version, "rows": rows}, fh)
 
 
-def run_kdiffusion(mix, ours: Ours, nfes, torch_python: str, log=print) -> dict | None:
+def run_kdiffusion(mix, ours: Ours, nfes, torch_python: str, log=print, samplers=KD_SAMPLERS) -> dict | None:
     """Launch :func:`kd_worker` in the torch environment; best config per NFE budget."""
     sde = ours.sde
     sigma_T = float(sde.sigma_ratio(np.float32(sde.T)))
@@ -508,7 +508,7 @@ def run_kdiffusion(mix, ours: Ours, nfes, torch_python: str, log=print) -> dict 
         npz, out = os.path.join(tmp, "mix.npz"), os.path.join(tmp, "kd.json")
         export_mixture(mix, npz, ours.z)
         cmd = [torch_python, os.path.abspath(__file__), "--kd-worker", npz, out, "--nfes", ",".join(map(str, nfes)),
-               "--kd-sigmas", f"{sigma_T},{sigma_tmin}"]
+               "--kd-sigmas", f"{sigma_T},{sigma_tmin}", "--kd-samplers", ",".join(samplers)]
         env = {**os.environ, "JAX_PLATFORMS": "cpu"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
@@ -520,12 +520,12 @@ def run_kdiffusion(mix, ours: Ours, nfes, torch_python: str, log=print) -> dict 
     for nfe in nfes:
         rows = [r for r in data["rows"] if r["nfe_budget"] == nfe]
         b = min(rows, key=lambda r: r["error"])
-        per_sampler = {s: min((r for r in rows if r["sampler"] == s), key=lambda r: r["error"]) for s in KD_SAMPLERS}
+        per_sampler = {s: min((r for r in rows if r["sampler"] == s), key=lambda r: r["error"]) for s in samplers}
         best[str(nfe)] = {"best": b, "best_per_sampler": per_sampler}
         log(f"  k-diffusion NFE {nfe}: best {b['sampler']} {b['schedule']} sigma_max {b['sigma_max']:.3g} "
             f"sigma_min {b['sigma_min']:.3g}: {b['error']:.4f}  ("
             + ", ".join(f"{s} {r['error']:.3f}" for s, r in per_sampler.items()) + ")")
-    return {"version": data["k_diffusion_version"], "best": best, "rows": data["rows"]}
+    return {"version": data["k_diffusion_version"], "samplers": list(samplers), "best": best, "rows": data["rows"]}
 
 
 def run_kd_only(args, log=print) -> dict:
@@ -539,7 +539,8 @@ def run_kd_only(args, log=print) -> dict:
         log(f"[{mname}] k-diffusion, {args.num} samples, NFE {args.nfes}")
         t0 = time.perf_counter()
         ours = Ours(mix, args.num, jax.random.fold_in(key, 1))
-        out["mixtures"][mname] = {"k_diffusion": run_kdiffusion(mix, ours, args.nfes, args.torch_python, log=log),
+        kd = run_kdiffusion(mix, ours, args.nfes, args.torch_python, log=log, samplers=args.kd_samplers.split(","))
+        out["mixtures"][mname] = {"k_diffusion": kd,
                                   "seconds": time.perf_counter() - t0}
         save(out, args.out)
     return out
@@ -723,6 +724,7 @@ def main(argv=None):
     p.add_argument("--pd-base-steps", type=int, default=16)
     p.add_argument("--student-batch", type=int, default=256)
     p.add_argument("--students-cache", default="runs/few_step_students")
+    p.add_argument("--kd-samplers", default=",".join(KD_SAMPLERS), help="k-diffusion samplers to try")
     p.add_argument("--kd-only", action="store_true", help="run only k-diffusion's side (for a later --kd-from)")
     p.add_argument("--kd-from", default=None, help="k-diffusion's rows from a --kd-only JSON (same num and seed)")
     p.add_argument("--attach-kd", nargs="+", default=None, help="attach --kd-only JSONs to the finished --out")
@@ -733,7 +735,7 @@ def main(argv=None):
     args.nfes = [int(n) for n in args.nfes.split(",")]
     if args.kd_worker:
         sigma_T, sigma_tmin = (float(v) for v in args.kd_sigmas.split(","))
-        kd_worker(*args.kd_worker, args.nfes, sigma_T, sigma_tmin)
+        kd_worker(*args.kd_worker, args.nfes, sigma_T, sigma_tmin, samplers=args.kd_samplers.split(","))
         return
     if args.attach_kd:  # k-diffusion's rows (--kd-only JSONs) attached to a finished run's --out, compared, re-plotted
         with open(args.out) as fh:
