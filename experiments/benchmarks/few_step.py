@@ -598,7 +598,7 @@ def run(args, students: dict | None = None, log=print) -> dict:
             res["grids"] += run_fixed_and_fitted(ours, part, fit_batch=fit_batch, fit_iters=args.fit_iters,
                                                  key=jax.random.fold_in(key, 3), fit_start=args.fit_start,
                                                  objective=args.objective, log=log,
-                                                 fit_nfes=args.fit_nfes)
+                                                 fit_nfes=[] if args.fits_last else args.fit_nfes)
             res["defaults"] += run_defaults(ours, [n for n in part if n >= 5], log=log)
             res["grids"].sort(key=lambda r: r["nfe"])
             res["defaults"].sort(key=lambda r: r["nfe"])
@@ -619,6 +619,17 @@ def run(args, students: dict | None = None, log=print) -> dict:
                     st = st["factory"](ours)
                 student_nfes = [n for n in args.nfes if n <= 8]
                 res["students"] = student_rows(st, mix, student_nfes, args.num, jax.random.fold_in(key, 4), log)
+            res["seconds"] = time.perf_counter() - t_start
+            save(out, args.out)
+        for n in (args.fit_nfes or []) if args.fits_last else []:  # --fits-last: the costly fits after every cheap row
+            if n not in nfes:
+                continue
+            row = run_fixed_and_fitted(ours, [n], fit_batch=fit_batch, fit_iters=args.fit_iters,
+                                       key=jax.random.fold_in(key, 3), fit_start=args.fit_start,
+                                       objective=args.objective, log=log, fit_nfes=[n])
+            res["grids"] = sorted([r for r in res["grids"] if r["nfe"] != n] + row, key=lambda r: r["nfe"])
+            if res.get("k_diffusion"):
+                res["versus_k_diffusion"] = compare(res, first)
             res["seconds"] = time.perf_counter() - t_start
             save(out, args.out)
         res["seconds"] = time.perf_counter() - t_start
@@ -728,6 +739,7 @@ def main(argv=None):
     p.add_argument("--kd-only", action="store_true", help="run only k-diffusion's side (for a later --kd-from)")
     p.add_argument("--kd-from", default=None, help="k-diffusion's rows from a --kd-only JSON (same num and seed)")
     p.add_argument("--attach-kd", nargs="+", default=None, help="attach --kd-only JSONs to the finished --out")
+    p.add_argument("--fits-last", action="store_true", help="every row without a fit first, then the --fit-nfes fits")
     p.add_argument("--fit-nfes", default=None, help="fit grids only at these NFEs (comma list; default all)")
     p.add_argument("--kd-worker", nargs=2, metavar=("NPZ", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--kd-sigmas", default=None, help=argparse.SUPPRESS)
