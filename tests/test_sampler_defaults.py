@@ -172,6 +172,10 @@ def test_default_grid_rule_is_one_table_and_jumps_from_T():
     assert default_sigma_min(20) == default_sigma_min(50) == pytest.approx(0.02)
     assert 0.02 < default_sigma_min(14) < 0.04
     assert default_range(AUTO_JUMP_MIN_STEPS - 1)["sigma_jump"] is None
+    from jaxscore.samplers.solvers import default_unipc_order
+
+    assert get_sampler("unipc").options["order"] == "auto"
+    assert default_unipc_order(19) == 2 and default_unipc_order(20) == 3
     for sde in (VPSDE(), VESDE()):
         for steps in (AUTO_JUMP_MIN_STEPS, 10, 20):
             sig = np.asarray(sde.sigma_ratio(time_grid(sde, steps, "auto", sigma_min="auto")), np.float64)

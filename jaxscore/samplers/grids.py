@@ -85,8 +85,8 @@ def default_range(steps: int) -> dict:
     Starting the solve *at* a low noise level instead (x~ ~ N(0, sigma_max^2 I) for p_data * N(0, sigma_max^2 I)) leaves
     a mean offset of about |m|/sigma_max data stds per axis for data of mean m: measured after a 300-step solve
     (``sampler_defaults_sweep.py --mismatch``, 8,000 samples, paired against the same solve from T) on the 2-D
-    ring (radius 4) it is 0.186 / 0.055 / 0.020 / 0.008 / 0.006 at sigma_max = 5 / 10 / 20 / 40 / 80, all above
-    the 40,000-sample floor (0.005): so the default starts at T and *jumps*, which costs one evaluation and
+    ring (radius 4) it is 0.186 / 0.055 / 0.020 / 0.008 / 0.006 at sigma_max = 5 / 10 / 20 / 40 / 80, on the 16-D
+    mixture (means ~N(0, 16 I)) 0.51 / 0.20 / 0.079 / 0.033 / 0.012, above the 40,000-sample floors (0.005-0.008): so the default starts at T and *jumps*, which costs one evaluation and
     removes that offset. For data far larger than a few units, pass ``t_max`` / an explicit grid (EDM's
     sigma_max = 80 assumes data in [-1, 1]).
 
@@ -97,9 +97,10 @@ def default_range(steps: int) -> dict:
     ====  ======================================  ======================================  ===============
     N     chosen (best default solver)            previous default                        best in sweep
     ====  ======================================  ======================================  ===============
-    5     dpmpp_2m, power from T, 0.02: 0.134     same                                    0.123
+    5     dpmpp_2m, power from T, 0.04: 0.135     dpmpp_2m (end 0.02): 0.134              0.123
     10    unipc, jump 20 + log-SNR, 0.04: 0.036   unipc: 0.055                            0.035
-    20    unipc, jump 20 + log-SNR, 0.02: 0.021   unipc: 0.021                            0.013 (order 3)
+    20    unipc (order 3), jump 20 + log-SNR,     unipc: 0.021 (order 3: 0.016)           0.013
+          0.02: 0.016
     ====  ======================================  ======================================  ===============
 
     Other shapes swept: EDM rho-grids (rho 3, 5, 7, 12), log-SNR and the blend, starts 5-80 without the jump
