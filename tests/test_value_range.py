@@ -273,7 +273,7 @@ def test_tiny_unit_range_run_trains_samples_and_writes_right_pictures(tmp_path):
     np.testing.assert_allclose(drawn, direct, atol=1e-5)  # the config's t_min = 0 reached the sampler
     default = np.asarray(sample_in_batches(jax.random.key(0), score_fn, sde, (8, *shape), 8, "ancestral", 3,
                                            progress=False))
-    assert np.abs(default - direct).max() > 1e-3
+    assert np.abs(default - direct).max() > 1e-4  # measured 1.3e-3 (the untrained model's last step, t = 1e-3 vs 0)
 
     lik = likelihood_from_workdir(workdir, num=4, batch_size=4, progress=False, solver="euler", steps=4)
     assert lik["value_range"] == [0.0, 1.0] and np.isfinite(lik["bits_per_dim"])
