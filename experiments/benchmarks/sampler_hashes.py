@@ -20,9 +20,10 @@ Usage:
   python experiments/benchmarks/sampler_hashes.py --check   # compare with the saved JSON; exit 1 on mismatch
 
 Hashes are of one machine's float32 bits (CPU, this jax/XLA version): they guard refactors that must
-not change numbers, not portability. The saved baseline is HEAD 77497f7 (after issue 10 changed the
-keys of the diffrax ``ode`` / ``sde`` samplers on purpose), so every sampler, ``ode`` and ``sde``
-included, must now match bit for bit. Samplers listed in ``INTENTIONALLY_CHANGING`` (none now) would
+not change numbers, not portability. The saved baseline is HEAD 6a3c5b3 (after issue 12 changed the
+default grid and end of the deterministic solvers ``ddim`` / ``dpmpp_2m`` / ``dpmpp_3m`` / ``unipc`` on
+purpose: ``grids.default_range``; before it, HEAD 77497f7 after issue 10 changed the keys of the diffrax
+``ode`` / ``sde`` samplers), so every sampler must now match bit for bit. Samplers listed in ``INTENTIONALLY_CHANGING`` (none now) would
 be reported separately by ``--check`` and not fail it.
 """
 
@@ -79,12 +80,12 @@ VARIANTS = {  # label -> (sampler, options); run on the VP SDE (annealed Langevi
 }
 INTENTIONALLY_CHANGING: frozenset[str] = frozenset()
 """Samplers being changed on purpose by some issue: a mismatch there is reported, not counted as a
-regression. Empty: issue 10's ode/sde key change is in the baseline (HEAD 77497f7)."""
+regression. Empty: issue 12's default-grid change is in the baseline (HEAD 6a3c5b3)."""
 
 
-NOTE = ("SHA-256 of float32 outputs (see sampler_hashes.py). Baseline: HEAD 77497f7 after issue 10's "
-        "intentional change of the ode/sde samplers' keys (sample_options/* recorded with the same "
-        "HEAD 77497f7 code); every hash, ode and sde included, must match.")
+NOTE = ("SHA-256 of float32 outputs (see sampler_hashes.py). Baseline: HEAD 6a3c5b3 after issue 12's "
+        "intentional change of the deterministic solvers' default grid and end (grids.default_range; "
+        "sample_options/* recorded with the same code); every hash must match.")
 
 
 def sdes() -> dict:
