@@ -340,13 +340,17 @@ def test_every_sampler_takes_an_explicit_grid(name):
     sde = _sde_for(name)
     score_fn = RING.score_fn(sde)
     opts = _small_opts(name)
-    ts = time_grid(sde, 3, "logsnr", t_min=0.01)
 
     def run(grid, **kw):
         return sample(jax.random.PRNGKey(4), score_fn, sde, (8, 2), name, steps=3, grid=grid, return_info=True,
                       **kw, **opts)
 
-    named, _ = run("logsnr", t_min=0.01)
+    named, named_info = run("logsnr", t_min=0.01)
+    # the named grid's own times (a sampler's default start, e.g. heun's sigma_max = 80, applies to it)
+    ts = named_info.get("ts", named_info.get("grid"))
+    assert ts.shape == (4,) and float(ts[-1]) == pytest.approx(0.01)
+    if name not in ("heun", "edm_stochastic"):  # EDM's samplers start at sigma_max = 80, below T
+        np.testing.assert_allclose(np.asarray(ts), np.asarray(time_grid(sde, 3, "logsnr", t_min=0.01)), rtol=1e-6)
     explicit, info = run(ts)
     np.testing.assert_array_equal(np.asarray(explicit), np.asarray(named))
     np.testing.assert_array_equal(np.asarray(info.get("ts", info.get("grid"))), np.asarray(ts))
