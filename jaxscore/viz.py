@@ -1,4 +1,4 @@
-"""Pictures: sample grids, 2-D scatters, score fields, loss curves (matplotlib, Agg backend).
+"""Pictures: sample grids, 2-D scatters, score fields, loss curves (matplotlib figures, Agg canvas).
 
 Every function takes arrays (numpy or jax) and a path, writes one PNG and returns the path.
 Nothing here is traced; call it outside ``jit``.
@@ -15,12 +15,19 @@ import numpy as np
 
 
 def _plt():
-    import matplotlib
+    """The three pyplot calls used here, without pyplot: figures are ``matplotlib.figure.Figure`` written by
+    ``savefig`` (the Agg canvas), so writing a picture never switches the caller's backend (a notebook's
+    inline figures keep working) and holds no global figure state."""
+    from types import SimpleNamespace
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.image
+    from matplotlib.figure import Figure
 
-    return plt
+    def subplots(*args, figsize=None, **kwargs):
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kwargs)
+
+    return SimpleNamespace(subplots=subplots, imsave=matplotlib.image.imsave, close=lambda fig: None)
 
 
 def _ensure_dir(path: str) -> None:
