@@ -185,3 +185,17 @@ def test_cli_distill_bad_input_is_one_line(tmp_path, capsys):
     assert "did you mean 'progressive'" in capsys.readouterr().err
     assert cli.main([*base, "--config.data.name=moons"]) == 2
     assert "toy mixture" in capsys.readouterr().err
+
+
+def test_student_sampler_drops_the_teachers_sampler_options():
+    """A student's config names its own sampler; options of the teacher's sampler (e.g. DDPM's t_min = 0
+    for ancestral) would be refused by it, so they are dropped."""
+    import ml_collections
+
+    from jaxscore.distill.run import _set_sampler
+
+    cfg = ml_collections.ConfigDict({"sampling": {"sampler": "ancestral", "steps": 1000,
+                                                  "options": {"t_min": 0.0}}})
+    _set_sampler(cfg, "ddim", 4)
+    assert (cfg.sampling.sampler, cfg.sampling.steps) == ("ddim", 4)
+    assert dict(cfg.sampling.options) == {}

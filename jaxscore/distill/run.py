@@ -218,7 +218,7 @@ def _progressive(cfg, section, workdir, teacher, sde, data, model, shard, fresh_
         n_k = len(grids[k]) - 1
         stage_dir = os.path.join(workdir, f"stage{k}_{n_k}steps")
         stage_cfg = _unlocked_copy(cfg)
-        stage_cfg.sampling.sampler, stage_cfg.sampling.steps = "ddim", n_k
+        _set_sampler(stage_cfg, "ddim", n_k)
         stage_cfg.distill.stage = k
         teacher_grid = jnp.asarray(grids[k - 1])
 
@@ -246,10 +246,18 @@ def _progressive(cfg, section, workdir, teacher, sde, data, model, shard, fresh_
     return stages
 
 
+def _set_sampler(cfg, sampler: str, steps: int) -> None:
+    """Make ``sampler`` at ``steps`` the student's own sampler in its (unlocked) config; the teacher's
+    ``sampling.options`` belong to the teacher's sampler and are dropped."""
+    cfg.sampling.sampler, cfg.sampling.steps = sampler, steps
+    if "options" in cfg.sampling:
+        cfg.sampling.options = ml_collections.ConfigDict()
+
+
 def _consistency(cfg, section, workdir, teacher, sde, data, model, shard, fresh_init, allow_config_change):
     from jaxscore.experiment import make_batch_fn
 
-    cfg.sampling.sampler, cfg.sampling.steps = "consistency", int(section.sample_steps)
+    _set_sampler(cfg, "consistency", int(section.sample_steps))
     n_iters, s0, s1 = int(cfg.training.n_iters), int(section.s0), int(section.s1)
     huber_c = None if float(section.huber_c) < 0 else float(section.huber_c)
 
