@@ -10,6 +10,7 @@ quality is measured, ``fid.png`` are written into the workdir.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Callable
@@ -54,6 +55,19 @@ def build_sde(cfg):
     raise ValueError(f"config.sde.name: expected 'vp', 've', 'subvp' or 'ddpm', got {cfg.name!r}.")
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _draw_mixture(mixture, key, num: int):
+    """``num`` draws of a toy mixture (a pytree argument): one compiled call per shape, reused by every
+    ``load_data`` of the process (each CLI command loads its run's data)."""
+    return mixture.sample(key, num)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _draw_toy(name: str, key, num: int):
+    """``num`` draws of the named non-mixture toy dataset (moons, swiss roll, ...), compiled once per shape."""
+    return toy.TOY_SAMPLERS[name](key, num)
+
+
 def load_data(config) -> dict[str, Any]:
     """``config.data`` -> {"train": dataset, "test": dataset, "shape": per-example shape,
     "mixture": GaussianMixture or None, "image": bool}. Datasets are dicts of numpy arrays:
@@ -64,8 +78,7 @@ def load_data(config) -> dict[str, Any]:
         k_train, k_test = jax.random.split(key)
         n = int(config.data.num_train)
         mixture = TOY_MIXTURES[name]() if name in TOY_MIXTURES else None
-        draw = mixture.sample if mixture is not None else (lambda k, m: toy.TOY_SAMPLERS[name](k, m))
-        draw = jax.jit(draw, static_argnums=1)  # one compiled call, not op-by-op dispatch
+        draw = functools.partial(_draw_mixture, mixture) if mixture is not None else functools.partial(_draw_toy, name)
         train = {"x": np.asarray(draw(k_train, n), np.float32)}
         test = {"x": np.asarray(draw(k_test, max(n // 10, 512)), np.float32)}
         return {"train": train, "test": test, "shape": (2,), "mixture": mixture, "image": False}
