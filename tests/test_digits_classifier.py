@@ -163,6 +163,8 @@ def test_digits_extractor_rejects_integer_images(shipped):
 # --------------------------------------------------------------------------------------
 
 
+# slow: 25 s of training on 2 cores; the shipped weights' accuracy is checked in the default suite
+@pytest.mark.slow
 def test_retraining_reproduces_the_shipped_accuracy(digits, shipped):
     train, test = digits
     params = train_digits_classifier(train["images"], train["labels"], seed=0)

@@ -135,6 +135,8 @@ def test_digits_fid_orders_real_trained_untrained_noise(tmp_path):
     assert real < trained < 0.5 * min(worse), (real, trained, worse)
 
 
+# slow: 15 s of compile on 2 cores
+@pytest.mark.slow
 def test_partial_scores_with_array_leaves_sample_like_closures():
     """Scores passed as a Partial with array leaves (parameters, the labels of a classifier-free
     guided score), as the training evaluators pass them, sample inside the per-device region

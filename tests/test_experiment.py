@@ -31,6 +31,8 @@ def png_ok(path) -> bool:
         return f.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 1000
 
 
+# slow: 35-45 s on 2 cores; tests/test_cli.py's toy run trains, samples and writes the same report
+@pytest.mark.slow
 def test_toy2d_run_end_to_end(tmp_path):
     """One run (~25 s: mostly compiles), checked by the four ``check_*`` below. One test, not a
     module fixture shared by four, so pytest-xdist does not train it once per worker."""

@@ -184,6 +184,8 @@ def test_pigdm_posterior_sampling_matches_the_closed_form():
     np.testing.assert_allclose(x.std(0), np.sqrt(var), rtol=0.06)
 
 
+# slow: 12 s on 2 cores
+@pytest.mark.slow
 def test_sdedit_keeps_the_guide_at_small_t_and_preserves_the_distribution():
     """Guides drawn from the ring, exact score: SDEdit's output is again ring-distributed (the
     reverse SDE from p_t0 gives p_0), and at small t0 each output stays in its guide's mode."""

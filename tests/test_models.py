@@ -497,6 +497,8 @@ def test_fir_resampling_matches_upfirdn_definition():
 # -------------------------------------------------------------------------------------------------
 
 
+# slow: 22 s of compile on 2 cores (NCSN++ is the largest U-Net); its forward shapes stay in the default suite
+@pytest.mark.slow
 def test_jit_value_and_grad_finite_ncsnpp():
     """NCSN++ (Fourier embedding, FIR resampling, input pyramid), labels, dropout: jit(value_and_grad).
 

@@ -126,6 +126,8 @@ def test_compiles_once_per_shape_not_per_offset_or_num():
                                                             devices=mesh, progress=False)), ref, **ROUND_OFF)
 
 
+# slow: 18 s (every sampler compiled); the sharded-equals-one-device checks stay in the default suite
+@pytest.mark.slow
 def test_all_samplers_start_from_the_same_prior_draw():
     """ode / sde draw x_T like the fixed-step samplers: fold_in(fold_in(key, offset + i), 0)."""
     _, info = sample(KEY, SCORE, SDE, (4, 2), "ode", steps=1, solver="euler", return_info=True, example_offset=3)

@@ -32,7 +32,7 @@ def test_score_t_is_gradient_of_log_prob_t(sde):
     mix = random_mixture(jax.random.key(2), 4, 3)
     x = mix.sample(jax.random.key(3), 6)
     t = jnp.linspace(0.01, 1.0, 6)
-    grad = jax.vmap(jax.grad(lambda xi, ti: mix.log_prob_t(xi[None], ti[None], sde)[0]))(x, t)
+    grad = jax.jit(jax.vmap(jax.grad(lambda xi, ti: mix.log_prob_t(xi[None], ti[None], sde)[0])))(x, t)
     np.testing.assert_allclose(mix.score_t(x, t, sde), grad, rtol=1e-4, atol=1e-5)
 
 

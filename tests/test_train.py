@@ -327,6 +327,8 @@ def test_pmap_and_sharded_match_single_device(state0):
         assert max_rel_err(got.opt_state, ref.opt_state) < 1e-5, mode
 
 
+# slow: 20 s on 2 cores; the deterministic-loss equality across modes stays in the default suite
+@pytest.mark.slow
 def test_stochastic_dsm_loss_same_params_in_all_modes():
     """Continuous-time DSM (random t and eps per example) on a ring mixture, global batch 16 on
     8 devices: single == pmap == sharded to 1e-5 relative, because row i's noise comes from
