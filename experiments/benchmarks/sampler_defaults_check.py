@@ -51,23 +51,27 @@ def run(names, num: int = 40000) -> dict:
     return acc
 
 
+def _previous(out: str) -> dict:
+    """The results file being replaced (its prior floors and speed section are carried over), or {}."""
+    if not os.path.exists(out):
+        return {}
+    with open(out) as f:
+        return json.load(f)
+
+
 def merge(parts, out: str = os.path.join(RESULTS, "samplers.json")):
     """Merge per-mixture part files (written by ``--part``) into ``samplers.json`` / ``.png``."""
-    previous = {}
-    if os.path.exists(out):
-        with open(out) as f:
-            previous = json.load(f)
     acc = {}
     for path in parts:
         with open(path) as f:
             acc.update(json.load(f))
-    acc = {m: acc[m] for m in TUNED + HELD_OUT if m in acc}
+    write({m: acc[m] for m in TUNED + HELD_OUT if m in acc}, _previous(out), out)
+
+
+def write(acc, previous, out, wall_s: float | None = None):
+    """Write ``acc`` (with each mixture's prior floor carried over from ``previous``) as ``out`` and its plot."""
     for mname in acc:
         acc[mname]["prior_floor"] = previous.get("accuracy", {}).get(mname, {}).get("prior_floor")
-    write(acc, previous, out)
-
-
-def write(acc, previous, out):
     num = next(iter(acc.values()))["exact"]["num"]
     result = {"settings": {"num_samples": num, "nfes": list(NFES), "sde": "VPSDE(beta 0.1-20, t_min 1e-3)",
                            "configs": {c: [c, {}] for c in CONFIGS},
@@ -77,6 +81,8 @@ def write(acc, previous, out):
     result["targets"] = targets(acc)
     if "speed" in previous:
         result["speed"] = {**previous["speed"], "note": "carried over from the previous full run"}
+    if wall_s is not None:
+        result["wall_s"] = wall_s
     with open(out, "w") as f:
         json.dump(result, f, indent=1, default=float)
     plot(acc, os.path.splitext(out)[0] + ".png")
@@ -84,44 +90,9 @@ def write(acc, previous, out):
 
 
 def main(num: int = 40000, out: str = os.path.join(RESULTS, "samplers.json")):
-    key = jax.random.PRNGKey(0)
-    sde = SDES["vp"]
-    previous = {}
-    if os.path.exists(out):
-        with open(out) as f:
-            previous = json.load(f)
-    acc = {}
     t0 = time.perf_counter()
-    for mname, mix in mixtures(TUNED + HELD_OUT).items():
-        exact = exact_draw_floor(jax.random.fold_in(key, 99), mix, num)
-        prior = previous.get("accuracy", {}).get(mname, {}).get("prior_floor")
-        acc[mname] = {"exact": exact, "prior_floor": prior, "held_out": mname not in TUNED, "samplers": {}}
-        print(f"[{mname}] exact-draw floor {exact['error']:.4f}", flush=True)
-        sf = mix.score_fn(sde)
-        for name in CONFIGS:
-            rows = []
-            for nfe in NFES:
-                steps = steps_for_nfe(name, nfe)
-                assert nfe_for_steps(name, steps) <= nfe
-                x, info = jax.jit(lambda k: sample(k, sf, sde, (num, mix.dim), name, steps=steps, return_info=True))(key)
-                err = mixture_errors(x, mix)
-                rows.append({"nfe_budget": nfe, "steps": steps, "nfe": int(info["nfe"]), **err})
-                print(f"[{mname}] {name:9s} nfe {nfe:2d}: error {err['error']:.4f} (std {err['std']:.4f} mean "
-                      f"{err['mean_corrected']:.4f}) tv {err['tv']:.4f} [{time.perf_counter() - t0:.0f} s]", flush=True)
-            acc[mname]["samplers"][name] = rows
-    result = {"settings": {"num_samples": num, "nfes": list(NFES), "sde": "VPSDE(beta 0.1-20, t_min 1e-3)",
-                           "configs": {c: [c, {}] for c in CONFIGS},
-                           "note": "default options only (sampler_defaults_check.py); prior_floor carried over"},
-              "accuracy": acc, "best_at_5": best_at(acc, 5), "best_at_10": best_at(acc, 10),
-              "best_at_20": best_at(acc, 20)}
-    result["targets"] = targets(acc)
-    if "speed" in previous:
-        result["speed"] = {**previous["speed"], "note": "carried over from the previous full run"}
-    result["wall_s"] = time.perf_counter() - t0
-    with open(out, "w") as f:
-        json.dump(result, f, indent=1, default=float)
-    plot(acc, os.path.splitext(out)[0] + ".png")
-    print(f"wrote {out}")
+    acc = run(TUNED + HELD_OUT, num)
+    write(acc, _previous(out), out, wall_s=time.perf_counter() - t0)
 
 
 if __name__ == "__main__":
