@@ -34,11 +34,12 @@ def fitted():
 
 def test_fitted_grid_is_monotone_with_exact_endpoints(fitted):
     ts, info = fitted
-    init = time_grid(SDE, STEPS, "logsnr")
+    init = time_grid(SDE, STEPS, "logsnr", t_min=_default_end(STEPS))  # a named init spans the sampler's range
     assert ts.shape == (STEPS + 1,)
     assert np.all(np.diff(np.asarray(ts)) < 0)
-    assert float(ts[0]) == float(init[0]) == SDE.T and float(ts[-1]) == float(init[-1]) == np.float32(SDE.t_min)
-    assert np.array_equal(np.asarray(info["init_grid"]), np.asarray(init))
+    assert float(ts[0]) == float(init[0]) == SDE.T and float(ts[-1]) == float(init[-1]) == _default_end(STEPS)
+    # the same grid, computed inside the fit's jit here and eagerly above: equal to 1 ulp
+    np.testing.assert_allclose(np.asarray(info["init_grid"]), np.asarray(init), rtol=1e-6)
     assert not np.allclose(np.asarray(ts), np.asarray(init), atol=1e-3)  # it moved
     # the first iterate is the initial grid; the returned one is the best seen
     assert info["loss"] <= float(np.min(info["loss_history"])) + 1e-12 and info["loss"] < info["loss_init"]
@@ -68,8 +69,24 @@ def test_fit_start_time_within_range():
     lo = float(SDE.t_from_sigma_ratio(jnp.asarray(5.0)))
     ts, info = fit_grid(jax.random.key(1), SCORE, SDE, (256, 2), sampler="dpmpp_2m", steps=3, iters=30,
                         reference_steps=60, t_max_range=(lo, 1.0), return_info=True)
-    assert lo - 1e-6 <= float(ts[0]) <= 1.0 and float(ts[-1]) == np.float32(SDE.t_min)
+    assert lo - 1e-6 <= float(ts[0]) <= 1.0 and float(ts[-1]) == pytest.approx(_default_end(3), rel=1e-5)
     assert np.all(np.diff(np.asarray(ts)) < 0) and info["loss"] < info["loss_init"]
+
+
+def _default_end(steps):
+    """The time where a deterministic solver's default grid of ``steps`` steps ends (its sigma_min='auto')."""
+    return float(time_grid(SDE, steps, "auto", sigma_min="auto")[-1])
+
+
+def test_default_start_grid_is_the_samplers_own():
+    """Without init / t_min, the fit starts from the grid the sampler uses by default (same end, not the SDE's
+    t_min), so the fitted grid replaces that grid and its first iterate is the default's error."""
+    for steps in (3, 12):
+        ts, info = fit_grid(jax.random.key(1), SCORE, SDE, (16, 2), sampler="dpmpp_2m", steps=steps, iters=1,
+                            reference_steps=20, return_info=True)
+        default = np.asarray(time_grid(SDE, steps, "auto", sigma_min="auto"))
+        np.testing.assert_allclose(np.asarray(info["init_grid"]), default, rtol=1e-5)
+        assert float(ts[-1]) == pytest.approx(_default_end(steps), rel=1e-5) and float(ts[-1]) > 2 * SDE.t_min
 
 
 def test_refusals():

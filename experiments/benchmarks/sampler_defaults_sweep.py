@@ -19,6 +19,7 @@ Monte-Carlo part largely cancels (the samples are smooth maps of the same noise)
 discretisation bias far below the unpaired floor. ``bias`` = max of the two.
 
 Writes ``results/sampler_defaults_sweep.json`` (one row per run). ``--quick`` runs a small subset.
+``--final-step``: the later sweep behind ``denoise="auto"`` (:func:`final_step_sweep`, on all six mixtures).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from samplers import TUNED, mixtures  # noqa: E402
+from samplers import HELD_OUT, TUNED, mixtures  # noqa: E402
 
 from jaxscore.metrics import assign_modes, exact_draw_floor, mixture_sample_error  # noqa: E402
 from jaxscore.samplers import sample, time_grid  # noqa: E402
@@ -115,6 +116,52 @@ def prior_mismatch(mix, sde, num, key, sigma_maxes=(5.0, 10.0, 20.0, 40.0, 80.0)
     return out
 
 
+FINAL_NFES = (8, 10, 12, 15, 20)
+FINAL_ENDS = (0.03, 0.04, 0.05, 0.07, 0.1)
+FINAL_CONFIGS = {"unipc2": ("unipc", {"order": 2}), "unipc3": ("unipc", {"order": 3}), "dpmpp_2m": ("dpmpp_2m", {})}
+
+
+def final_step_sweep(names, num: int, key) -> list:
+    """The sweep behind ``denoise="auto"`` (:func:`jaxscore.samplers.grids.default_range`): at each NFE budget,
+    "stop" (``steps = NFE`` on the default grid, ``denoise=False``: the run ends at the grid's end) against "extrapolate"
+    (``NFE - 1`` steps on the default grid ending at sigma~ = ``end``, then the extrapolated step to 0), for unipc of
+    order 2 and 3 and dpmpp_2m, scored with the benchmark's error. Returns one row per run."""
+    sde = VPSDE()
+    rows = []
+    for mname, mix in mixtures(names).items():
+        sf = mix.score_fn(sde)
+        shape = (num, mix.dim)
+        for label, (name, opts) in FINAL_CONFIGS.items():
+            for nfe in FINAL_NFES:
+                x = jax.jit(lambda k: sample(k, sf, sde, shape, name, steps=nfe, denoise=False, **opts))(key)
+                rows.append({"mix": mname, "config": label, "nfe": nfe, "rule": "stop",
+                             **mixture_sample_error(np.asarray(x), mix)})
+                run = jax.jit(lambda k, t_end: sample(k, sf, sde, shape, name, steps=nfe - 1, t_min=t_end,
+                                                      denoise="extrapolate", **opts))
+                line = f"[{mname}] {label:8s} nfe {nfe:2d}: stop {rows[-1]['error']:.4f} | extrapolate"
+                for end in FINAL_ENDS:
+                    x = run(key, sde.t_from_sigma_ratio(jnp.asarray(end)))
+                    rows.append({"mix": mname, "config": label, "nfe": nfe, "rule": f"extrapolate_{end}",
+                                 **mixture_sample_error(np.asarray(x), mix)})
+                    line += f" {end}: {rows[-1]['error']:.4f}"
+                print(line, flush=True)
+    return rows
+
+
+def final_step_sweep_summary(rows) -> dict:
+    """Per (NFE, unipc order, rule): the largest over the mixtures of the best of that unipc and dpmpp_2m."""
+    summary = {}
+    for nfe, order in itertools.product(FINAL_NFES, ("unipc2", "unipc3")):
+        for rule in ["stop"] + [f"extrapolate_{e}" for e in FINAL_ENDS]:
+            best = {}
+            for r in rows:
+                if r["nfe"] == nfe and r["rule"] == rule and r["config"] in (order, "dpmpp_2m"):
+                    best[r["mix"]] = min(best.get(r["mix"], np.inf), r["error"])
+            if best:
+                summary[f"{nfe}/{order}/{rule}"] = {"max": max(best.values()), "per_mixture": best}
+    return {"summary": summary}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mixtures", default=",".join(TUNED))
@@ -128,9 +175,24 @@ def main(argv=None):
     p.add_argument("--denoise", default="0")
     p.add_argument("--out", default=os.path.join(RESULTS, "sampler_defaults_sweep.json"))
     p.add_argument("--mismatch", action="store_true", help="only the prior mismatch of a start below T")
+    p.add_argument("--final-step", action="store_true",
+                   help="only the final-step sweep (stop at the grid's end vs the extrapolated step; all six mixtures "
+                        "unless --mixtures, 20,000 samples unless --num): results/sampler_final_step_sweep.json")
     a = p.parse_args(argv)
     sde = VPSDE()
     key = jax.random.PRNGKey(0)
+    if a.final_step:
+        names = a.mixtures.split(",") if a.mixtures != ",".join(TUNED) else TUNED + HELD_OUT
+        num = 20000 if a.num == 8000 else a.num
+        out = os.path.join(RESULTS, "sampler_final_step_sweep.json")
+        rows = final_step_sweep(names, num, key)
+        if os.path.exists(out):  # merge with the mixtures of an earlier run (e.g. the other half, run in parallel)
+            with open(out) as f:
+                rows = [r for r in json.load(f)["rows"] if r["mix"] not in names] + rows
+        res = {"num": num, **final_step_sweep_summary(rows), "rows": rows}
+        with open(out, "w") as f:
+            json.dump(res, f, default=float, indent=1)
+        return
     if a.mismatch:
         res = {}
         for mname, mix in mixtures(a.mixtures.split(",")).items():

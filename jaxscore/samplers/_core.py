@@ -37,7 +37,7 @@ from jaxscore._checks import (
     count_nonfinite_rows,
 )
 from jaxscore._keys import example_keys
-from jaxscore.samplers.grids import time_grid
+from jaxscore.samplers.grids import default_sigma_min, extrapolate_x0, resolve_denoise, time_grid
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -97,7 +97,7 @@ class Start(NamedTuple):
     x: jax.Array  # [B, *D] the state at ts[0] (the prior draw, or x_init)
     keys: jax.Array  # [B] per-example keys (noise of step n: step_normal(keys, n, ...))
     trajectory: bool  # whether the loop returns the state after every step
-    denoise: bool = False  # whether a final Tweedie step follows the loop (EDM's step to sigma = 0)
+    denoise: bool | str = False  # the final step to sigma = 0 after the loop: False, True (Tweedie), "extrapolate"
 
     @property
     def steps(self) -> int:
@@ -135,7 +135,7 @@ def setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_
         if x.shape != shape or not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f"x_init: expected a float array of shape {shape}, got {x.dtype} {x.shape}.")
         x = x.astype(float_dtype())
-    return Start(ts, x, ex_keys, bool(return_trajectory), bool(denoise))
+    return Start(ts, x, ex_keys, bool(return_trajectory), denoise)
 
 
 def scan_steps(body, carry, steps: int, return_trajectory: bool, get_x=lambda c: c[0]):
@@ -153,12 +153,31 @@ def scan_steps(body, carry, steps: int, return_trajectory: bool, get_x=lambda c:
     return carry, ys
 
 
-def finish(x, x_init, traj, ts, nfe: int, score_fn, sde, denoise: bool, return_info: bool, return_trajectory: bool,
-           extra_info: dict | None = None):
-    """Optional final Tweedie step :math:`\\hat x_0 = (x + \\sigma^2 s(x, t_{min}))/\\alpha` (1 NFE); pack info."""
+class LoopResult(NamedTuple):
+    """What a fixed-step loop returns: the state at ``ts[-1]``, the trajectory (or ``None``), the NFE of the loop
+    and, for the loops that keep it, the data prediction made at ``ts[-2]`` (what ``denoise="extrapolate"``
+    needs)."""
+
+    x: jax.Array
+    trajectory: jax.Array | None
+    nfe: int
+    last_x0: jax.Array | None = None
+
+
+def finish(x, x_init, traj, ts, nfe: int, score_fn, sde, denoise, return_info: bool, return_trajectory: bool,
+           extra_info: dict | None = None, last_x0=None, name: str = "sampler"):
+    r"""The optional final step to :math:`\tilde\sigma = 0` (1 NFE) and ``info``. ``denoise=True``: Tweedie,
+    :math:`\hat x_0 = (x + \sigma^2 s(x, t_{min}))/\alpha`; ``"extrapolate"``: that prediction and ``last_x0`` (the
+    one made at ``ts[-2]``) extrapolated to :math:`\tilde\sigma = 0` (:func:`jaxscore.samplers.grids.extrapolate_x0`)."""
     t_last = ts[-1]
     if denoise:
-        x = sde.denoise(x, call_score(score_fn, x, t_last), tvec(t_last, x))
+        x0 = sde.denoise(x, call_score(score_fn, x, t_last), tvec(t_last, x))
+        if denoise == "extrapolate":
+            if last_x0 is None:
+                raise ValueError(f"{name}: denoise='extrapolate' needs the data prediction made at ts[-2], which only "
+                                 f"the multistep solvers keep (ddim, dpmpp_2m, dpmpp_3m, unipc); use denoise=True.")
+            x0 = extrapolate_x0(sde, last_x0, x0, ts[-2], t_last)
+        x = x0
         nfe += 1
     if not return_info:
         return x
@@ -184,8 +203,8 @@ def _keyword(name, default):
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
 
 
-def fixed_step(*, steps: int, grid, sigma_min=None, sigma_max=None, rho=None, denoise: bool = False):
-    r"""Decorator: a loop ``loop(score_fn, sde, start: Start, *, <own options>) -> (x, trajectory, nfe)``
+def fixed_step(*, steps: int, grid, sigma_min=None, sigma_max=None, rho=None, denoise=False):
+    r"""Decorator: a loop ``loop(score_fn, sde, start: Start, *, <own options>) -> (x, trajectory, nfe[, last_x0])``
     becomes the public sampler
 
     ``fn(key, score_fn, sde, shape, *, steps=steps, grid=grid, t_min=None, t_max=None, sigma_min=sigma_min,
@@ -197,9 +216,12 @@ def fixed_step(*, steps: int, grid, sigma_min=None, sigma_max=None, rho=None, de
     ``return_trajectory`` ``info["trajectory"]`` ``[steps + 1, B, *D]``).
     ``steps``, ``grid``, ``sigma_min`` / ``sigma_max`` (the grid's end and start as noise levels
     :math:`\sigma_t/\alpha_t`, clipped into the SDE's range; ``None``: ``sde.t_min`` / ``T``), ``rho`` and
-    ``denoise`` here are the sampler's defaults. ``t_min`` / ``t_max``, when given, set the range in time
-    and win over ``sigma_min`` / ``sigma_max`` (:func:`jaxscore.samplers.grids.resolve_range`). The loop's
-    docstring is the sampler's.
+    ``denoise`` (``False``; ``True``, a Tweedie step to :math:`\tilde\sigma = 0`; ``"extrapolate"``, the
+    second-order step of :func:`jaxscore.samplers.grids.extrapolate_x0`, for loops that return
+    :class:`LoopResult` ``last_x0``; ``"auto"``, :func:`jaxscore.samplers.grids.default_denoise` of the step count)
+    here are the sampler's defaults. ``t_min`` / ``t_max``, when given, set the range in time and win over
+    ``sigma_min`` / ``sigma_max`` (:func:`jaxscore.samplers.grids.resolve_range`). The loop's docstring is the
+    sampler's.
     """
 
     def wrap(loop):
@@ -217,11 +239,14 @@ def fixed_step(*, steps: int, grid, sigma_min=None, sigma_max=None, rho=None, de
                                 f"{sorted(['grid', 't_min', 't_max', 'sigma_min', 'sigma_max', 'rho', 'denoise', *own])}.")
             if return_trajectory and not return_info:
                 raise ValueError("return_trajectory=True needs return_info=True (the trajectory is returned in info).")
+            denoise = resolve_denoise(denoise, check_steps(steps))
+            if isinstance(sigma_min, str) and sigma_min == "auto":
+                sigma_min = default_sigma_min(steps, denoise)
             start = setup(key, score_fn, sde, shape, steps, grid, t_min, rho, example_offset, x_init,
                           return_trajectory, t_max, denoise, sigma_min, sigma_max)
-            x, trajectory, nfe = loop(score_fn, sde, start, **options)
-            return finish(x, start.x, trajectory, start.ts, nfe, score_fn, sde, denoise, return_info,
-                          return_trajectory)
+            out = LoopResult(*loop(score_fn, sde, start, **options))
+            return finish(out.x, start.x, out.trajectory, start.ts, out.nfe, score_fn, sde, denoise, return_info,
+                          return_trajectory, last_x0=out.last_x0, name=name)
 
         common = inspect.signature(sampler, follow_wrapped=False).parameters
         params = [p for p in common.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]

@@ -11,7 +11,9 @@ file (the function and its ``Sampler``) plus one registry line.
 
 NFE of a run with ``steps`` steps and options ``o`` (defaults filled in from the signature):
 
-.. math:: \mathrm{NFE} = \texttt{steps}\cdot\texttt{per\_step}(o) + \texttt{extra}(o) + [\texttt{denoise}].
+.. math:: \mathrm{NFE} = \texttt{steps}\cdot\texttt{per\_step}(o) + \texttt{extra}(o) + [\texttt{denoise}]
+
+(``denoise="auto"`` resolved at the step count).
 
 Every sampler meets one contract, checked when its ``Sampler`` is made: it is called as
 ``fn(key, score_fn, sde, shape, *, steps, denoise, return_info, return_trajectory, example_offset,
@@ -25,6 +27,8 @@ import dataclasses
 import functools
 import inspect
 from typing import Any, Callable
+
+from jaxscore.samplers.grids import resolve_denoise
 
 # arguments every sampler has that are not options a user chooses per run (the CLI's ``--option``)
 INTERNAL = frozenset({"key", "score_fn", "sde", "shape", "steps", "return_info", "return_trajectory",
@@ -97,23 +101,28 @@ class Sampler:
         """Score evaluations per step (``denoise`` adds one in total, not per step)."""
         return int(self.per_step(**self.resolve(options)))
 
-    def _fixed(self, options: dict) -> tuple[int, int]:
-        """``(evaluations per step, evaluations outside the steps incl. denoise)``."""
+    def _fixed(self, options: dict, steps: int) -> tuple[int, int]:
+        """``(evaluations per step, evaluations outside the steps incl. denoise)`` of a ``steps``-step run
+        (``denoise="auto"`` depends on the step count: :func:`jaxscore.samplers.grids.resolve_denoise`)."""
         o = self.resolve(options)
-        return int(self.per_step(**o)), int(self.extra(**o)) + int(bool(o["denoise"]))
+        return int(self.per_step(**o)), int(self.extra(**o)) + int(bool(resolve_denoise(o["denoise"], steps)))
 
     def nfe(self, steps: int, **options) -> int:
         """Score evaluations of a run of ``steps`` fixed steps (what ``info["nfe"]`` reports)."""
         if steps is None:
             raise ValueError(f"sampler {self.name!r}: steps=None (adaptive) has no NFE known in advance; "
                              f"its info['nfe'] reports what the run used.")
-        per, extra = self._fixed(options)
+        per, extra = self._fixed(options, int(steps))
         return int(steps) * per + extra
 
     def steps_for_nfe(self, nfe: int, **options) -> int:
         """Largest ``steps`` whose :meth:`nfe` does not exceed ``nfe``; at least 1."""
-        per, extra = self._fixed(options)
-        return max(1, (int(nfe) - extra) // per)
+        o = self.resolve(options)
+        per = int(self.per_step(**o))
+        steps = max(1, (int(nfe) - int(self.extra(**o))) // per)  # the most steps any final step allows
+        while steps > 1 and self.nfe(steps, **options) > int(nfe):  # the final step may depend on the step count
+            steps -= 1
+        return steps
 
     def deterministic(self, **options) -> bool:
         """True when the sampler uses no noise after the prior draw (for these options)."""

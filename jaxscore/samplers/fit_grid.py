@@ -7,8 +7,8 @@ steps minimising the *discretisation error on a calibration batch*
 .. math:: L(\tau) = \frac{1}{B d}\sum_{b=1}^{B}\big\|S_\tau(x_T^{(b)}) - S_{ref}(x_T^{(b)})\big\|_2^2,
           \qquad x_T^{(b)} \sim p_T,
 
-where :math:`S_{ref}` is the same sampler (same options) run with ``reference_steps`` steps on the
-``reference_grid`` from the same :math:`x_T` (a stand-in for the exact probability-flow map) and
+where :math:`S_{ref}` is the same sampler (same options, and the same final step: ``denoise="auto"`` is resolved
+at the fitted step count) run with ``reference_steps`` steps on the ``reference_grid`` from the same :math:`x_T` (a stand-in for the exact probability-flow map) and
 :math:`d` the data dimension. Because both sides share :math:`x_T`, :math:`L` is a coupling cost, so
 :math:`\sqrt{L d}` bounds the 2-Wasserstein distance between the few-step and the reference sample
 distributions (Align Your Steps, Sabour et al. 2024, minimises a KL upper bound instead; the
@@ -68,7 +68,7 @@ import optax
 
 from jaxscore._checks import check_key, check_shape, check_steps
 from jaxscore.samplers.base import Sampler
-from jaxscore.samplers.grids import check_explicit_grid, time_grid
+from jaxscore.samplers.grids import check_explicit_grid, default_sigma_min, resolve_denoise, resolve_range, time_grid
 
 GRID_FILE_VERSION = 1
 OBJECTIVES = ("mse", "log_mse")
@@ -108,6 +108,23 @@ def _endpoint(s: Sampler, name: str, given):
     if given is not None:
         return given
     return s.defaults.get(name)
+
+
+def _same_final_step(s: Sampler, steps: int, options: dict) -> dict:
+    """``options`` with ``denoise`` resolved at the fitted step count (``"auto"`` depends on it), so the many-step
+    reference ends the way the few-step run does."""
+    return {**options, "denoise": resolve_denoise(options.get("denoise", s.defaults["denoise"]), steps)}
+
+
+def _default_t_min(s: Sampler, sde, steps: int, options: dict):
+    """Where the sampler's own default grid ends: its ``sigma_min`` default (``"auto"``: the step count's, for the
+    run's ``denoise``) as a time, or ``None`` (the SDE's ``t_min``) for samplers without one."""
+    sigma_min = s.defaults.get("sigma_min")
+    if sigma_min is None:
+        return None
+    if isinstance(sigma_min, str):
+        sigma_min = default_sigma_min(steps, options["denoise"])
+    return float(resolve_range(sde, sigma_min=sigma_min)[0])
 
 
 def _log_sigma_ratio(sde, t):
@@ -152,7 +169,8 @@ def fit_grid(key, score_fn, sde, shape, *, sampler, steps: int, init=None, t_min
       sampler: a registered name or :class:`~jaxscore.samplers.Sampler`; must be deterministic for ``options``.
       steps: number of steps of the fitted grid.
       init: the starting grid: a grid name (default: the sampler's default grid) or an explicit array
-        ``[steps + 1]``; with ``t_min``, ``t_max`` (default: the sampler's defaults, else the SDE's) and ``rho``.
+        ``[steps + 1]``; with ``t_min``, ``t_max`` (default: where the sampler's default grid ends and starts,
+        ``sigma_min="auto"`` resolved at ``steps``; else the SDE's) and ``rho``.
       t_max_range: ``(lo, hi)``: also fit the start time within ``[lo, hi]`` (VP / sub-VP only); None keeps it.
       reference_steps: steps of the reference solution (default ``max(10 * steps, 100)``), on ``reference_grid``.
       iters, learning_rate: Adam steps on :math:`\log L` and its step size.
@@ -176,8 +194,10 @@ def fit_grid(key, score_fn, sde, shape, *, sampler, steps: int, init=None, t_min
     steps = check_steps(steps)
     s = _resolve_sampler(sampler)
     _check_fittable(s, options)
+    options = _same_final_step(s, steps, options)
     iters = check_steps(iters, name="iters")
     t_min = _endpoint(s, "t_min", t_min)
+    t_min = _default_t_min(s, sde, steps, options) if t_min is None else t_min
     t_max = _endpoint(s, "t_max", t_max)
     init = s.defaults.get("grid", "logsnr") if init is None else init
     init_array = None
@@ -315,6 +335,7 @@ def grid_error(key, score_fn, sde, shape, ts, *, sampler, reference_steps: int =
     _check_fittable(s, options)
     ts = jnp.asarray(ts)
     ts = check_explicit_grid(sde, ts.shape[0] - 1, ts)
+    options = _same_final_step(s, ts.shape[0] - 1, options)
     return float(_grid_error(key, sde, ts, reference_t_max, score_fn=score_fn, run=s.fn, shape=shape,
                              reference_steps=check_steps(reference_steps, name="reference_steps"),
                              reference_grid=reference_grid, options=tuple(sorted(options.items()))))
