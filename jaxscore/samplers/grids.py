@@ -133,8 +133,8 @@ def default_range(steps: int) -> dict:
     ====  =====================  ==================================================================
     NFE   stop at the end        N - 1 steps + extrapolated step, grid end 0.03 / 0.04 / 0.05 / 0.07
     ====  =====================  ==================================================================
-    10    0.049                  0.069 / 0.054 / 0.061 / 0.072
-    12    0.061                  0.041 / 0.046 / 0.049 / 0.063
+    10    0.049                  0.069 / 0.053 / 0.061 / 0.072
+    12    0.061                  0.040 / 0.046 / 0.049 / 0.063
     15    0.042                  0.032 / 0.035 / 0.039 / 0.054
     20    0.029                  0.023 / 0.025 / 0.029 / 0.045
     ====  =====================  ==================================================================
@@ -178,11 +178,16 @@ def default_range(steps: int) -> dict:
           0.02: 0.016
     ====  ======================================  ======================================  ===============
 
-    Verified once at 40,000 samples on all six benchmark mixtures (``sampler_defaults_check.py``; best of dpmpp_2m /
-    unipc at defaults, 5 / 10 / 20 NFE; exact-draw floors 0.004-0.008): ring2d 0.119 / 0.033 / 0.020, mix16d 0.085 /
-    0.033 / 0.014, held out grid3x3 0.243 / 0.034 / 0.028, ring5w 0.140 / 0.057 / 0.036, mix4d_iso 0.043 / 0.026 /
-    0.013, mix32d 0.080 / 0.029 / 0.026. The targets (0.10 / 0.03 / 0.015) are not met everywhere; ring5w at 10-20
-    and mix32d at 20 NFE are worse than the previous default (0.039 / 0.031, 0.018).
+    Checked at 40,000 samples (``sampler_defaults_check.py``; best of dpmpp_2m / unipc at defaults, 5 / 10 / 15 / 20
+    NFE; exact-draw floors 0.004-0.010), with the final step: ring2d 0.119 / 0.033 / 0.030 / 0.016, mix16d 0.085 /
+    0.033 / 0.013 / 0.012, grid3x3 0.243 / 0.034 / 0.032 / 0.021, ring5w 0.140 / 0.057 / 0.034 / 0.019, mix4d_iso
+    0.043 / 0.026 / 0.013 / 0.012, mix32d 0.080 / 0.029 / 0.032 / 0.024 (its 200-step prior floor is 0.015). Before
+    the final step, at 20 NFE: 0.020, 0.014, 0.028, 0.036, 0.013, 0.026. On three mixtures made after the choice
+    (``samplers.CHECK``: a 6-mode ring of radius 2.5 with stds 0.12-0.4, an 8-D 5-mode anisotropic mixture with stds
+    0.15-0.6, a 4 x 4 grid of std 0.15) at 15 / 20 NFE: ring6n 0.026 / 0.015, mix8d 0.016 / 0.010, grid4x4 0.031 /
+    0.024, against 0.048 / 0.029, 0.021 / 0.012, 0.050 / 0.040 for stopping at the grid's end (the rule before).
+    The targets (0.10 / 0.03 / 0.015) are met in 10 of 27 cells; at 5 NFE they are missed on exactly the six mixtures
+    whose narrowest mode has std 0.1-0.2 (0.12-0.41), met on the three with 0.3-0.6.
 
     Other shapes swept: EDM rho-grids (rho 3, 5, 7, 12), log-SNR and the blend, starts 5-80 without the jump
     (ruled out above), jumps to 5-70, ends 0.005-0.15, a final denoise step at 5-10 NFE (no better).
