@@ -403,6 +403,12 @@ def _sampler_options(value, config) -> Optional[str]:
     bad = sorted(set(value.keys()) - set(accepted))
     if bad:
         return f"sampler {name!r} has no option(s) {bad}; its options are {sorted(accepted)}"
+    if "denoise" in value:
+        from jaxscore.samplers.grids import DENOISE_CHOICES
+
+        d = value["denoise"]
+        if not (isinstance(d, bool) or (isinstance(d, str) and d in DENOISE_CHOICES)):
+            return f"denoise: expected one of {DENOISE_CHOICES}, got {d!r}"
     return None
 
 

@@ -220,6 +220,10 @@ def test_sampling_options_are_checked_at_load_and_forwarded(tmp_path):
     cfg = load_config(f"{CONFIGS}/ncsn_cifar10.py", ["--config.sampling.sampler=dpmpp_2m",
                                                      "--config.sampling.options={'denoise': True}"])
     assert sampling_options(cfg) == {"denoise": True} and sampling_options(cfg, "heun") == {}
+    with pytest.raises(ConfigError, match=r"denoise: expected one of \(False, True, 'extrapolate', 'auto'\), got 'tweedie'"):
+        load_config(TOY2D, ["--config.sampling.sampler=unipc", "--config.sampling.options={'denoise': 'tweedie'}"])
+    cfg = load_config(TOY2D, ["--config.sampling.sampler=unipc", "--config.sampling.options={'denoise': 'extrapolate'}"])
+    assert sampling_options(cfg) == {"denoise": "extrapolate"}
     cfg = load_config(TOY2D, ["--config.sampling.options.eta=0.5", "--config.sampling.sampler=ddim"])
     assert sampling_options(cfg) == {"eta": 0.5} and sampling_options(cfg, "ddim") == {"eta": 0.5}
     assert sampling_options(ml_collections.ConfigDict({"sampling": {"sampler": "ddim"}})) == {}  # an older run

@@ -94,7 +94,7 @@ def edm_stochastic(score_fn, sde, start: Start, *, S_churn: float = 40.0, S_min:
     alpha, _ = sde.marginal_coefs(ts)
     sig = sde.sigma_ratio(ts)
     sig_top = sig[0]
-    n_edm = steps + int(start.denoise)  # EDM's N counts the final step to sigma = 0 (our denoise)
+    n_edm = steps + int(bool(start.denoise))  # EDM's N counts the final step to sigma = 0 (our denoise)
     gamma_max = jnp.minimum(jnp.asarray(S_churn, sig.dtype) / n_edm, 2.0**0.5 - 1.0)
 
     def body(carry, n):
