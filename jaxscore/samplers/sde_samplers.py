@@ -103,24 +103,27 @@ def ddim_step(sde, x, score, t, s, eta, z):
 
 
 def ddim_loop(score_fn, sde, start: Start, eta, final_noise: bool):
-    """DDIM steps (:func:`ddim_step`) down the grid; noise drawn only when ``eta`` is not a literal 0. Keeps the
-    last data prediction (for ``denoise="extrapolate"``)."""
+    """DDIM steps (:func:`ddim_step`) down the grid; noise drawn only when ``eta`` is not a literal 0. With
+    ``denoise="extrapolate"`` it also keeps the last data prediction (computed only then)."""
     ts, steps = start.ts, start.steps
     stochastic = not (isinstance(eta, (int, float)) and eta == 0)
     eta = jnp.asarray(eta, start.x.dtype)
+    keep_x0 = start.denoise == "extrapolate"
 
     def body(carry, n):
-        x, _ = carry
+        x, last_x0 = carry
         t, s = ts[n], ts[n + 1]
         score = call_score(score_fn, x, t)
         if stochastic:
             z = _core.step_normal(start.keys, n, start.shape[1:]) * _noise_scale(n, steps, final_noise)
         else:
             z = jnp.zeros_like(x)
-        return ddim_step(sde, x, score, t, s, eta, z), sde.denoise(x, score, _core.tvec(t, x))
+        if keep_x0:
+            last_x0 = sde.denoise(x, score, _core.tvec(t, x))
+        return ddim_step(sde, x, score, t, s, eta, z), last_x0
 
     (x, last_x0), traj = _core.scan_steps(body, (start.x, start.x), steps, start.trajectory)
-    return _core.LoopResult(x, traj, steps, last_x0)
+    return _core.LoopResult(x, traj, steps, last_x0 if keep_x0 else None)
 
 
 @fixed_step(steps=1000, grid="uniform")
