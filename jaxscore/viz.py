@@ -14,20 +14,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 
-def _plt():
-    """The three pyplot calls used here, without pyplot: figures are ``matplotlib.figure.Figure`` written by
-    ``savefig`` (the Agg canvas), so writing a picture never switches the caller's backend (a notebook's
-    inline figures keep working) and holds no global figure state."""
-    from types import SimpleNamespace
-
-    import matplotlib.image
+def _subplots(*args, figsize=None, **kwargs):
+    """``(figure, axes)`` as ``pyplot.subplots`` gives them, without pyplot: a ``matplotlib.figure.Figure`` written
+    by ``savefig`` (the Agg canvas), so writing a picture never switches the caller's backend (a notebook's inline
+    figures keep working) and leaves no global figure to close."""
     from matplotlib.figure import Figure
 
-    def subplots(*args, figsize=None, **kwargs):
-        fig = Figure(figsize=figsize)
-        return fig, fig.subplots(*args, **kwargs)
-
-    return SimpleNamespace(subplots=subplots, imsave=matplotlib.image.imsave, close=lambda fig: None)
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _ensure_dir(path: str) -> None:
@@ -67,14 +61,15 @@ def image_grid(images, nrow: int | None = None, pad: int = 1, value_range=(-1.0,
 def save_image_grid(images, path: str, nrow: int | None = None, scale: int = 4, value_range=(-1.0, 1.0)) -> str:
     """Write a grid of images [N, H, W, C] in ``value_range`` (default [-1, 1]; values outside are clipped)
     as a PNG, each pixel drawn ``scale`` x ``scale``."""
-    plt = _plt()
+    from matplotlib.image import imsave
+
     grid = image_grid(images, nrow, value_range=value_range)
     grid = np.repeat(np.repeat(grid, scale, 0), scale, 1)
     _ensure_dir(path)
     if grid.shape[-1] == 1:
-        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=255)
+        imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=255)
     else:
-        plt.imsave(path, grid)
+        imsave(path, grid)
     return path
 
 
@@ -87,10 +82,9 @@ def points_outside(points, lim: float) -> int:
 def save_scatter(samples, reference, path: str, *, title: str = "", extent: float | None = None) -> str:
     """Side-by-side scatter of reference data and model samples (2-D), framed on the data; each
     panel's title says how many of its points fall outside the frame (or are not finite)."""
-    plt = _plt()
     samples, reference = np.asarray(samples), np.asarray(reference)
     lim = extent or float(np.percentile(np.abs(reference), 99.5) * 1.3)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
+    fig, axes = _subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
     for ax, pts, name in ((axes[0], reference, "data"), (axes[1], samples, "samples")):
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
         outside = points_outside(pts, lim)
@@ -104,7 +98,6 @@ def save_scatter(samples, reference, path: str, *, title: str = "", extent: floa
     fig.tight_layout()
     _ensure_dir(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -112,12 +105,11 @@ def save_score_field(
     score_fns: Sequence[tuple[str, Callable]], path: str, *, t: float, extent: float = 6.0, points: int = 21
 ) -> str:
     """Quiver plots of 2-D score fields at time ``t``: ``score_fns`` is a list of (title, score_fn(x, t))."""
-    plt = _plt()
     g = np.linspace(-extent, extent, points, dtype=np.float32)
     xx, yy = np.meshgrid(g, g)
     pts = np.stack([xx.ravel(), yy.ravel()], -1)
     tt = np.full((pts.shape[0],), t, np.float32)
-    fig, axes = plt.subplots(1, len(score_fns), figsize=(4.5 * len(score_fns), 4.5), squeeze=False)
+    fig, axes = _subplots(1, len(score_fns), figsize=(4.5 * len(score_fns), 4.5), squeeze=False)
     for ax, (name, fn) in zip(axes[0], score_fns):
         v = np.asarray(fn(pts, tt))
         norm = np.linalg.norm(v, axis=-1, keepdims=True) + 1e-8
@@ -127,7 +119,6 @@ def save_score_field(
     fig.tight_layout()
     _ensure_dir(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -149,8 +140,7 @@ def save_metric_curve(metrics_path: str, path: str, keys: Sequence[str], *, ylab
     series = {names[k]: pts for k, pts in series.items() if pts}
     if not series:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     for key, pts in series.items():
         steps, vals = zip(*pts)
         ax.plot(steps, vals, marker="o" if len(pts) < 30 else None, label=key)
@@ -162,7 +152,6 @@ def save_metric_curve(metrics_path: str, path: str, keys: Sequence[str], *, ylab
     fig.tight_layout()
     _ensure_dir(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -181,12 +170,11 @@ def save_guidance_curves(by_scale: dict, path: str) -> str:
     """Class-conditional sampling against the guidance scale: per-class accuracy of the samples
     under the evaluation classifier (thin lines; mean bold) and, when measured, FID.
     ``by_scale``: ``{scale (str or float): {"per_class_accuracy": [K], "fid"?: float}}``."""
-    plt = _plt()
     scales = sorted(by_scale, key=float)
     xs = [float(s) for s in scales]
     acc = np.array([by_scale[s]["per_class_accuracy"] for s in scales])  # [S, K]
     has_fid = all("fid" in by_scale[s] for s in scales)
-    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 5.5, 4), squeeze=False)
+    fig, axes = _subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 5.5, 4), squeeze=False)
     ax = axes[0, 0]
     for k in range(acc.shape[1]):
         ax.plot(xs, acc[:, k], color="0.6", lw=0.8, marker=".", label="per class" if k == 0 else None)
@@ -199,5 +187,4 @@ def save_guidance_curves(by_scale: dict, path: str) -> str:
     fig.tight_layout()
     _ensure_dir(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
