@@ -50,11 +50,12 @@ def _extract(extractor, images: jax.Array, quantise: bool, value_range: tuple = 
     return extractor(x)
 
 
-def _as_unit_range(images) -> np.ndarray | jax.Array:
-    """uint8 ``[0, 255]`` -> float32 ``[-1, 1]``; float images pass through (assumed in [-1, 1])."""
+def _as_unit_range(images, value_range: tuple) -> tuple:
+    """``(images, their range)`` for :func:`_extract`: uint8 ``[0, 255]`` -> float32 ``[-1, 1]`` (pixels, whatever the
+    model's range); float images pass through in ``value_range``."""
     if isinstance(images, np.ndarray) and images.dtype == np.uint8:
-        return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-    return images
+        return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0), (-1.0, 1.0)
+    return images, value_range
 
 
 def accumulate_features(extractor: Callable, batches: Iterable[tuple], *, keep: int = 0,
@@ -65,11 +66,10 @@ def accumulate_features(extractor: Callable, batches: Iterable[tuple], *, keep: 
     Returns ``(stats, kept_indices)``: ``kept_indices [min(n, keep)]`` are the global indices of
     the rows ``stats`` kept (to order them when processes are merged)."""
     stats, kept = None, []
-    lo, hi = (float(v) for v in value_range)
+    value_range = tuple(float(v) for v in value_range)
     for images, indices in batches:
-        is_pixels = isinstance(images, np.ndarray) and images.dtype == np.uint8
-        features, logits = _extract(extractor, _as_unit_range(images), quantise,
-                                    (-1.0, 1.0) if is_pixels else (lo, hi))
+        x, x_range = _as_unit_range(images, value_range)
+        features, logits = _extract(extractor, x, quantise, x_range)
         features = np.asarray(features)
         logits = None if logits is None else np.asarray(logits)
         if stats is None:
