@@ -100,17 +100,16 @@ def parse_option(item: str) -> tuple[str, object]:
 
 
 def _check_sampler_options(sampler: str, options: dict) -> None:
-    """Unknown sampler names/options are a usage error (before loading anything)."""
-    from jaxscore.config import ConfigError
-    from jaxscore.samplers import get_sampler
+    """Unknown sampler names/options (and a ``denoise`` that is no choice) are a usage error (before loading
+    anything)."""
+    from jaxscore.config import ConfigError, sampler_option_error
 
     try:
-        valid = get_sampler(sampler).options
+        error = sampler_option_error(sampler, options)
     except ValueError as e:
         raise ConfigError(f"--sampler: {e}") from e
-    bad = sorted(set(options) - set(valid))
-    if bad:
-        raise ConfigError(f"--option: sampler {sampler!r} has no option(s) {bad}; its options are {sorted(valid)}.")
+    if error:
+        raise ConfigError(f"--option: {error}, got {options!r}.")
 
 
 def _grid_file(args, options: dict) -> None:

@@ -387,29 +387,34 @@ def sampling_options(config, sampler: Optional[str] = None) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
+def sampler_option_error(sampler: str, options) -> Optional[str]:
+    """What is wrong with ``options`` (names, or a mapping) for ``sampler``: option names it does not take, or a
+    ``denoise`` that is none of :data:`jaxscore.samplers.grids.DENOISE_CHOICES`; ``None`` when nothing is. An
+    unknown ``sampler`` raises ``ValueError`` (from ``get_sampler``). Shared by the config rule and the CLI's
+    ``--option``."""
+    from jaxscore.samplers import get_sampler
+    from jaxscore.samplers.grids import DENOISE_CHOICES
+
+    accepted = get_sampler(sampler).options
+    bad = sorted(set(options) - set(accepted))
+    if bad:
+        return f"sampler {sampler!r} has no option(s) {bad}; its options are {sorted(accepted)}"
+    d = options["denoise"] if hasattr(options, "keys") and "denoise" in options else False
+    if not (isinstance(d, bool) or (isinstance(d, str) and d in DENOISE_CHOICES)):
+        return f"denoise must be one of {DENOISE_CHOICES}"
+    return None
+
+
 def _sampler_options(value, config) -> Optional[str]:
     """``sampling.options``: a mapping of keyword options the config's ``sampling.sampler`` accepts."""
-    from jaxscore.samplers import get_sampler
-
     if value is None:
         return None
     if not hasattr(value, "keys"):
         return "expected a mapping of the sampler's options (a ConfigDict or dict)"
-    name = _lookup(config, "sampling.sampler")
     try:
-        accepted = get_sampler(name).options
+        return sampler_option_error(_lookup(config, "sampling.sampler"), value)
     except ValueError:
         return None  # sampling.sampler's own rule names the bad sampler
-    bad = sorted(set(value.keys()) - set(accepted))
-    if bad:
-        return f"sampler {name!r} has no option(s) {bad}; its options are {sorted(accepted)}"
-    if "denoise" in value:
-        from jaxscore.samplers.grids import DENOISE_CHOICES
-
-        d = value["denoise"]
-        if not (isinstance(d, bool) or (isinstance(d, str) and d in DENOISE_CHOICES)):
-            return f"denoise: expected one of {DENOISE_CHOICES}, got {d!r}"
-    return None
 
 
 def _t_min(value, config) -> Optional[str]:

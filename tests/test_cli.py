@@ -88,6 +88,9 @@ def check_sample_writes_npz_and_png_and_passes_options(toy_workdir, tmp_path, ca
     assert np.mean(np.abs(np.linalg.norm(outs[0.0], axis=1) - 4.0) < 1.5) > 0.9
     assert cli.main(["sample", "--workdir", toy_workdir, "--sampler", "ddim", "--option", "etta=1"]) == 2
     assert "has no option(s) ['etta']" in capsys.readouterr().err
+    assert cli.main(["sample", "--workdir", toy_workdir, "--option", "denoise=tweedie"]) == 2  # before sampling
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "jaxscore: config error: --option: denoise must be one of (False, True, 'extrapolate', 'auto'), got {'denoise': 'tweedie'}."]
 
 
 def check_likelihood_prints_nll_near_the_exact_mixture_nll(toy_workdir, capsys):
