@@ -117,7 +117,7 @@ def _grid_file(args, options: dict) -> None:
     the defaults of ``--sampler`` / ``--steps``, and other values given for them are an error."""
     from jaxscore.config import ConfigError
 
-    if args.grid is None:
+    if args.grid in (None, "default"):
         args.sampler = args.sampler or "dpmpp_2m"
         args.steps = args.steps or 20
         return
@@ -145,7 +145,7 @@ def _sample(args, overrides) -> int:
     if args.classifier is not None and args.label < 0:
         raise ConfigError(f"--label: expected a class index >= 0, got {args.label}.")
     options = dict(args.option or ())
-    if args.grid is None and os.path.exists(os.path.join(args.workdir, "config.json")):
+    if args.grid in (None, "default") and os.path.exists(os.path.join(args.workdir, "config.json")):
         from jaxscore.experiment import student_sampling  # a distilled student samples with its own sampler
 
         args.sampler, args.steps, options = student_sampling(args.workdir, args.sampler, args.steps, options)
@@ -154,7 +154,7 @@ def _sample(args, overrides) -> int:
     path = sample_from_workdir(
         args.workdir, sampler=args.sampler, steps=args.steps, num=args.num, out=args.out,
         batch_size=args.batch_size, seed=args.seed, label=args.label, guidance_scale=args.guidance_scale,
-        classifier=args.classifier, **options,
+        classifier=args.classifier, fitted_grid=args.grid is None, **options,
     )
     print(f"wrote {path}")
     return 0
@@ -334,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", default=None, help="default: the --grid file's sampler, else dpmpp_2m")
     sample.add_argument("--steps", type=positive_int, default=None, help="default: the --grid file's steps, else 20")
     sample.add_argument("--grid", default=None, help="a time grid fitted by `jaxscore fit-grid` (.npz); sets the "
-                                                     "sampler and steps it was fitted for")
+                                                     "sampler and steps it was fitted for. Default: the run's own "
+                                                     "WORKDIR/grids/<sampler>_<steps>.npz when fitted on this "
+                                                     "checkpoint with these options; 'default': the sampler's own grid")
     sample.add_argument("--num", type=positive_int, default=64)
     sample.add_argument("--batch-size", type=positive_int, default=1024)
     sample.add_argument("--seed", type=int, default=0)

@@ -65,6 +65,25 @@ def output_to_score(output: jax.Array, x: jax.Array, t: jax.Array, sde, paramete
     raise ValueError(f"parameterization: expected one of {PARAMETERIZATIONS}, got {parameterization!r}.")
 
 
+def score_to_output(score: jax.Array, x: jax.Array, t: jax.Array, sde, parameterization: Parameterization):
+    r"""The inverse of :func:`output_to_score`: the output [B, *D] a network of ``parameterization`` must give at
+    ``(x, t)`` to have ``score``. With :math:`\hat x_0 = (x + \sigma^2 s)/\alpha`: ``"eps"`` :math:`-\sigma s`,
+    ``"x0"`` :math:`\hat x_0`, ``"v"`` :math:`(\alpha x - (\alpha^2+\sigma^2)\hat x_0)/\sigma`. Not for
+    ``"edm"`` (its network sees scaled inputs)."""
+    alpha, sigma = sde.marginal_coefs(t)
+    a, s = broadcast_to_data(alpha, x), broadcast_to_data(sigma, x)
+    if parameterization == "score":
+        return score
+    if parameterization == "eps":
+        return -s * score
+    x0 = (x + s**2 * score) / a
+    if parameterization == "x0":
+        return x0
+    if parameterization == "v":
+        return (a * x - (a**2 + s**2) * x0) / s
+    raise ValueError(f"parameterization: expected one of {PARAMETERIZATIONS[:-1]} (not 'edm'), got {parameterization!r}.")
+
+
 def make_score_fn(
     apply: ApplyFn,
     params: Any,

@@ -2,8 +2,9 @@
 
 Ground truth: the exact score of the 2-D ring mixture diffused by a VP SDE. The fitted grid must be
 strictly decreasing with the initial grid's endpoints, and must beat the grid it started from on a
-held-out batch (a key the fit never saw), measured by the objective itself (squared distance to a
-many-step solution from the same x_T) and by the mode-weight / std error against the mixture.
+held-out batch (a key the fit never saw), measured by the objective itself (the geometric mean over the batch
+of the squared distances to a many-step solution from the same x_T) and by the mode-weight / std error
+against the mixture.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def test_refusals():
                  t_max_range=(0.5, 1.0))
     with pytest.raises(ValueError, match="objective: expected one of"):
         fit_grid(jax.random.key(1), SCORE, SDE, (8, 2), sampler="ddim", steps=2, iters=1, objective="kl")
+    with pytest.raises(ValueError, match="objective: expected one of"):
+        grid_error(jax.random.key(1), SCORE, SDE, (8, 2), time_grid(SDE, 2), sampler="ddim", objective="kl")
     with pytest.raises(TypeError, match="set by fit_grid"):
         fit_grid(jax.random.key(1), SCORE, SDE, (8, 2), sampler="ddim", steps=2, iters=1, grid="logsnr")
 
@@ -125,6 +128,26 @@ def test_save_load_round_trip_and_mismatch_errors(tmp_path):
         load_grid(str(tmp_path / "other.npz"))
 
 
+def test_run_fitted_grid_is_used_only_where_it_was_fitted(tmp_path):
+    """``commands.run_fitted_grid``: the run's WORKDIR/grids/<sampler>_<steps>.npz is the default grid only for the
+    checkpoint step and sampler options it was fitted with, and never over a grid the caller gave."""
+    from jaxscore.commands import run_fitted_grid
+
+    ts = np.asarray(time_grid(SDE, 3, "logsnr"))
+    save_grid(str(tmp_path / "grids" / "ddim_3.npz"), ts, {"sampler": "ddim", "checkpoint_step": 7,
+                                                           "options": {"denoise": True}})
+    wd = str(tmp_path)
+    got, note = run_fitted_grid(wd, "ddim", 3, 7, {"denoise": True})
+    np.testing.assert_array_equal(np.asarray(got), ts)
+    assert note.startswith("using the fitted grid")
+    assert run_fitted_grid(wd, "ddim", 3, 9, {"denoise": True})[0] is None
+    assert "fitted at checkpoint step 7, the run is at step 9" in run_fitted_grid(wd, "ddim", 3, 9, {"denoise": True})[1]
+    assert run_fitted_grid(wd, "ddim", 3, 7, {})[0] is None
+    assert run_fitted_grid(wd, "ddim", 3, 7, {"denoise": True, "grid": "logsnr"}) == (None, None)
+    assert run_fitted_grid(wd, "ddim", 4, 7, {"denoise": True}) == (None, None)  # no file for 4 steps
+    assert run_fitted_grid(wd, "unipc", 3, 7, {"denoise": True}) == (None, None)
+
+
 @pytest.mark.slow
 def test_cli_fit_grid_then_sample_with_grid(tmp_path, capsys):
     """``fit-grid`` writes WORKDIR/grids/<sampler>_<steps>.npz; ``sample --grid`` uses it (sampler and
@@ -148,6 +171,23 @@ def test_cli_fit_grid_then_sample_with_grid(tmp_path, capsys):
     commands.sample_from_workdir(wd, sampler="ddim", steps=3, num=8, out=ref, progress=False, grid=jnp.asarray(ts))
     with np.load(out) as a, np.load(ref) as b:
         np.testing.assert_allclose(a["samples"], b["samples"], rtol=1e-5, atol=1e-6)
+    # without --grid, the run's own fitted grid for ddim at 3 steps is the default; --grid default opts out.
+    # (A 3-iteration fit on a 2-step model may keep its initial grid: store a visibly different one, same meta.)
+    save_grid(grid_path, np.asarray(time_grid(SDE, 3, "uniform")), {k: v for k, v in meta.items() if k != "steps"})
+    ts = np.asarray(time_grid(SDE, 3, "uniform"))
+    commands.sample_from_workdir(wd, sampler="ddim", steps=3, num=8, out=ref, progress=False, fitted_grid=False,
+                                 grid=jnp.asarray(ts))
+    capsys.readouterr()
+    auto = str(tmp_path / "auto.npz")
+    assert cli.main(["sample", "--workdir", wd, "--sampler", "ddim", "--steps", "3", "--num", "8", "--out", auto]) == 0
+    assert f"using the fitted grid {grid_path}" in capsys.readouterr().out
+    plain = str(tmp_path / "plain.npz")
+    assert cli.main(["sample", "--workdir", wd, "--sampler", "ddim", "--steps", "3", "--num", "8", "--out", plain,
+                     "--grid", "default"]) == 0
+    assert "fitted grid" not in capsys.readouterr().out
+    with np.load(auto) as a, np.load(ref) as b, np.load(plain) as c:
+        np.testing.assert_array_equal(a["samples"], b["samples"])
+        assert np.abs(c["samples"] - b["samples"]).max() > 1e-3
     capsys.readouterr()
     assert cli.main(["sample", "--workdir", wd, "--grid", grid_path, "--steps", "4", "--out", out]) == 2
     assert "holds a 3-step grid; expected --steps 3" in capsys.readouterr().err

@@ -1,25 +1,13 @@
-"""Few-step students: error vs NFE on the 2-D ring, and (``--digits``) digits students vs their teacher.
+"""Digits students vs their teacher (CLI-equivalent runs), digits-FID of each.
 
-    python experiments/benchmarks/distill.py            # ring: PD / CD / CT students at NFE 1, 2, 4, 8
-    python experiments/benchmarks/distill.py --digits runs/digits --digits-iters 200   # digits (CLI-equivalent runs)
+    python experiments/benchmarks/distill.py --digits runs/digits --digits-iters 200
+    python experiments/benchmarks/distill.py --digits-consistency runs/digits
 
-Ring (jaxscore.data.toy.ring_mixture, VP SDE, exact score as teacher), 20,000 samples per figure,
-error = jaxscore.metrics.mixture_sample_error's ``error`` (max of std error and Monte-Carlo-corrected
-mean error, in mode stds) with the exact-draw floor of the same sample size beside it:
-
-* ``ddim (exact score)``: the training-free DDIM sampler with the exact score on the uniform grid
-  (what progressive distillation starts from: its NFE-8 figure is the PD teacher);
-* ``progressive``: students of 8 -> 4 -> 2 -> 1 steps (``mlp_toy`` 3x128, v-prediction, ``--iters``
-  Adam steps per stage, batch 256), sampled with DDIM on their halved grids;
-* ``consistency distillation`` (Heun steps of the exact teacher) and ``consistency training`` (no
-  teacher): one ``mlp_toy`` each (Fourier scale 1), iCT curriculum 10 -> 320 levels, lognormal levels,
-  pseudo-Huber; sampled with the ``consistency`` sampler at 1, 2, 4, 8 steps.
-
-Digits (``--digits TEACHER_RUN``): the teacher at 32 DDIM steps vs the progressive students at 4, 2, 1
-steps and a consistency-distilled student at 1 and 2 steps, digits-FID of 1000 samples against the
-test split (jaxscore.evaluation), with each student's training cost (steps, minutes on this machine).
-Writes experiments/benchmarks/results/distill.json and distill.png. Timings are upper bounds on a
-shared CPU.
+The teacher at 32 DDIM steps vs the progressive students at 4, 2, 1 steps and a consistency-distilled student
+at 1 and 2 steps, digits-FID of 1000 samples against the test split (jaxscore.evaluation), with each student's
+training cost (steps, minutes on this machine). Writes experiments/benchmarks/results/distill_digits.json.
+Timings are upper bounds on a shared CPU. The students of exact mixture scores (error vs NFE against the
+closed forms) are ``students.py``'s.
 """
 
 from __future__ import annotations
@@ -30,94 +18,8 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
-import jaxscore as js
-from jaxscore.data.toy import ring_mixture
-from jaxscore.distill import consistency_loss, consistency_score_fn, halving_grids, ict_levels, progressive_distillation_loss
-from jaxscore.metrics import exact_draw_floor, mixture_sample_error
-from jaxscore.models import build_model
-from jaxscore.parameterization import make_score_fn
-from jaxscore.sde import VPSDE
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
-NFES = (1, 2, 4, 8)
-
-
-def _adam_scan(loss, params, iters, lr, seed, extra_fn=None):
-    """``iters`` Adam steps (cosine decay) of ``loss(params, key, i)`` in one compiled scan."""
-    tx = optax.adam(optax.cosine_decay_schedule(lr, iters))
-
-    @jax.jit
-    def run(p):
-        def body(carry, i):
-            p, o = carry
-            value, g = jax.value_and_grad(loss)(p, jax.random.fold_in(jax.random.key(seed), i), i)
-            u, o = tx.update(g, o, p)
-            return (optax.apply_updates(p, u), o), value
-
-        (p, _), values = jax.lax.scan(body, (p, tx.init(p)), jnp.arange(iters))
-        return p, values
-
-    return run(params)
-
-
-def ring(iters: int, num: int) -> dict:
-    sde, mix = VPSDE(), ring_mixture()
-    exact = mix.score_fn(sde)
-    x_T = sde.prior_sample(jax.random.key(2024), (num, 2))
-    floor = exact_draw_floor(jax.random.key(7), mix, num)["error"]
-    out = {"floor": floor, "num": num, "iters": iters, "curves": {}, "train_s": {}}
-
-    def err(x):
-        return mixture_sample_error(np.asarray(x), mix)["error"]
-
-    out["curves"]["ddim (exact score)"] = {n: err(js.sample(jax.random.key(0), exact, sde, x_T.shape, "ddim", steps=n,
-                                                             x_init=x_T)) for n in NFES}
-    # progressive distillation 8 -> 4 -> 2 -> 1
-    model = build_model("mlp_toy")
-    apply = lambda p, x, t: model.apply({"params": p}, x, t)  # noqa: E731
-    params = model.init(jax.random.key(1), jnp.zeros((1, 2)), jnp.ones((1,)))["params"]
-    grids, teacher, pd = halving_grids(sde, 8), exact, {8: out["curves"]["ddim (exact score)"][8]}
-    t0 = time.perf_counter()
-    for k in range(1, len(grids)):
-        grid = jnp.asarray(grids[k - 1])
-
-        def loss(p, key, i, teacher=teacher, grid=grid):
-            kd, kl = jax.random.split(key)
-            return progressive_distillation_loss(apply, p, kl, mix.sample(kd, 256), sde, teacher, grid, parameterization="v")
-
-        params, _ = _adam_scan(loss, params, iters, 3e-3, k)
-        teacher = make_score_fn(apply, params, sde, "v")
-        n = len(grids[k]) - 1
-        pd[n] = err(js.sample(jax.random.key(0), teacher, sde, x_T.shape, "ddim", steps=n, grid=jnp.asarray(grids[k]),
-                              x_init=x_T))
-    out["train_s"]["progressive"] = time.perf_counter() - t0
-    out["curves"]["progressive (3 stages)"] = pd
-    # consistency distillation / training
-    cm_model = build_model("mlp_toy", fourier_scale=1.0)
-    cm_apply = lambda p, x, t: cm_model.apply({"params": p}, x, t)  # noqa: E731
-    cm_iters = 2 * iters * 3 // 2
-    for name, teacher_fn in (("consistency distillation", exact), ("consistency training", None)):
-        levels = jnp.asarray([ict_levels(i, cm_iters, 10, 320) for i in range(cm_iters)], jnp.int32)
-
-        def loss(p, key, i, teacher_fn=teacher_fn, levels=levels):
-            kd, kl = jax.random.split(key)
-            return consistency_loss(cm_apply, p, kl, mix.sample(kd, 256), sde, levels[i], teacher_score_fn=teacher_fn,
-                                    max_levels=321)
-
-        p0 = cm_model.init(jax.random.key(3), jnp.zeros((1, 2)), jnp.ones((1,)))["params"]
-        t0 = time.perf_counter()
-        p, _ = _adam_scan(loss, p0, cm_iters, 1e-3, 11)
-        jax.block_until_ready(p)
-        out["train_s"][name] = time.perf_counter() - t0
-        score_fn = consistency_score_fn(cm_apply, p, sde)
-        out["curves"][name] = {n: err(js.sample(jax.random.key(0), score_fn, sde, x_T.shape, "consistency", steps=n,
-                                                 x_init=x_T)) for n in NFES}
-    out["cm_iters"] = cm_iters
-    return out
 
 
 def digits(teacher: str, iters: int, workdir: str, fid_num: int, base_steps: int = 32) -> dict:
@@ -217,30 +119,8 @@ def digits_consistency(teacher: str, iters: dict, workdir: str, fid_num: int, st
     return out
 
 
-def plot(result: dict, path: str) -> None:
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, curve in result["ring"]["curves"].items():
-        ns = sorted(int(n) for n in curve)
-        ax.plot(ns, [curve[n] if n in curve else curve[str(n)] for n in ns], "o-", label=name)
-    ax.axhline(result["ring"]["floor"], color="k", ls=":", label="exact-draw floor")
-    ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="error (mode stds)", title="2-D ring, VP")
-    ax.set_xticks(NFES, [str(n) for n in NFES])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--iters", type=int, default=600, help="Adam steps per PD stage (ring); CM runs 3x this")
-    ap.add_argument("--num", type=int, default=20000)
     ap.add_argument("--digits", default=None, help="teacher run directory (e.g. runs/digits): run the digits part "
                                                    "only, into results/distill_digits.json")
     ap.add_argument("--digits-iters", type=int, default=200, help="training steps per digits student stage")
@@ -279,17 +159,8 @@ def main() -> None:
             json.dump(result, f, indent=2, default=float)
         print(f"wrote {RESULTS}/distill_digits.json")
         return
-    result["ring"] = ring(args.iters, args.num)
-    result["ring"]["seconds"] = time.perf_counter() - t0
-    print(f"ring (error, exact-draw floor {result['ring']['floor']:.3f} at {args.num} samples):")
-    for name, curve in result["ring"]["curves"].items():
-        print(f"  {name:28s} " + "  ".join(f"NFE {n}: {curve[n]:.3f}" for n in sorted(curve)))
-    print("  training seconds:", {k: round(v, 1) for k, v in result["ring"]["train_s"].items()})
-    with open(os.path.join(RESULTS, "distill.json"), "w") as f:
-        json.dump(result, f, indent=2, default=float)
-    plot(result, os.path.join(RESULTS, "distill.png"))
-    print(f"wrote {RESULTS}/distill.json and distill.png")
-
+    ap.error("nothing to do: give --digits TEACHER_RUN or --digits-consistency TEACHER_RUN "
+             "(the exact-mixture students are experiments/benchmarks/students.py's)")
 
 if __name__ == "__main__":
     main()

@@ -32,13 +32,8 @@ sigma_max in {sigma_ratio(T) = 152, 20, 10}, sigma_min = sigma_ratio(1e-3) = 0.0
 (picked on the evaluation batch) vs ours. Goal: ours <= 0.5x its error at 10 NFE, not above at 20 NFE.
 (k-diffusion's package ``__init__`` pulls in CLIP / wandb; the worker imports only ``k_diffusion.sampling``.)
 
-Distilled students (``--students``, on ``ring2d`` and ``mix16d``): :func:`train_students` trains, with the exact
-score as teacher, a progressive-distillation student (16 -> 8 -> 4 -> 2 -> 1 DDIM steps, ``--pd-iters`` per
-stage), a consistency-distilled and a consistency-trained one (``--cm-iters`` each), caches them under
-``--students-cache`` (``--students-only`` trains and stops), and measures them at NFE 1, 2, 4, 8 from the same
-start noise as every other row. :func:`student_rows` is the hook: a dict ``label -> sample_fn(key, num, nfe)``
-(returning ``[num, d]`` samples or ``None`` where the student has no such NFE) adds rows to the same table and
-plot.
+Distilled students: ``students.py`` trains and measures them (same mixtures, sample count and start noise);
+``--attach-students results/students.json`` copies its rows into this run's table and plot.
 
 k-diffusion's side depends only on the mixture, ``--num`` and ``--seed`` (the start noise), not on our code:
 ``--kd-only`` runs it alone into a JSON that ``--kd-from`` reads back (refused unless num and seed match).
@@ -229,164 +224,21 @@ def run_defaults(ours: Ours, nfes, log=print) -> list:
     return rows
 
 
-# --- the hook for distilled / consistency students -------------------------------------------------
+# --- students (trained in students.py) -----------------------------------------------------------------
 
-def student_rows(students: dict, mix, nfes, num: int, key, log=print) -> dict:
-    """HOOK for trained few-step students: ``students`` maps a label to ``sample_fn(key, num, nfe)`` returning
-    ``[num, d]`` samples of ``mix`` (or ``None`` where the student has no such NFE). Returns
-    ``label -> [{"nfe", "error", ...}]``, measured like every other row (``mixture_sample_error``)."""
-    from jaxscore.metrics import mixture_sample_error
-
-    out = {}
-    for label, fn in students.items():
-        rows = []
-        for nfe in nfes:
-            x = fn(key, num, nfe)
-            if x is None:
-                continue
-            e = mixture_sample_error(np.asarray(x), mix)
-            rows.append({"nfe": nfe, **{k: e[k] for k in ("error", "std", "mean_corrected", "tv")}})
-            log(f"  student {label} NFE {nfe}: {e['error']:.4f}")
-        out[label] = rows
-    return out
-
-
-def _adam_scan(loss, params, iters: int, lr: float, seed: int):
-    """``iters`` Adam steps (cosine decay) of ``loss(params, key, i)``, compiled as one scan."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    tx = optax.adam(optax.cosine_decay_schedule(lr, iters))
-
-    @jax.jit
-    def run(p):
-        def body(carry, i):
-            p, o = carry
-            g = jax.grad(loss)(p, jax.random.fold_in(jax.random.key(seed), i), i)
-            u, o = tx.update(g, o, p)
-            return (optax.apply_updates(p, u), o), None
-
-        (p, _), _ = jax.lax.scan(body, (p, tx.init(p)), jnp.arange(iters))
-        return p
-
-    return run(params)
-
-
-def train_students(mname: str, mix, *, pd_iters: int, cm_iters: int, pd_base_steps: int, batch: int, cache_dir: str,
-                   log=print) -> dict:
-    r"""Few-step students of ``mix``'s exact VP score, trained (or loaded from ``cache_dir/<mname>.msgpack``, keyed
-    by the settings) with the library's losses on fresh mixture draws (batch ``batch``, Adam, cosine decay):
-
-    * ``progressive``: :func:`jaxscore.distill.progressive_distillation_loss` (v-prediction ``mlp_toy``), teacher
-      = the exact score's DDIM on the uniform grid of ``pd_base_steps`` steps, halved down to one step
-      (``pd_iters`` steps per stage, each stage initialised from the previous one); stage :math:`N` is sampled by
-      DDIM on its own grid.
-    * ``consistency distillation`` (Heun steps of the exact score) and ``consistency training`` (no teacher):
-      :func:`jaxscore.distill.consistency_loss`, ``mlp_toy`` (Fourier scale 1), iCT curriculum 10 -> 320 levels,
-      ``cm_iters`` steps; sampled by the ``consistency`` sampler with ``steps = NFE``.
-
-    Returns ``{"meta": ..., "factory": ours -> {label: sample_fn(key, num, nfe)}}``; the sample functions start
-    from ``ours.z`` (the start noise of every other row), so only the map differs."""
-    import jax
-    import jax.numpy as jnp
-    from flax import serialization
-
-    from jaxscore.distill import (consistency_loss, consistency_score_fn, halving_grids, ict_levels,
-                                  progressive_distillation_loss)
-    from jaxscore.models import build_model
-    from jaxscore.parameterization import make_score_fn
-    from jaxscore.samplers import sample
-    from jaxscore.sde import VPSDE
-
-    sde, d = VPSDE(), mix.dim
-    exact = mix.score_fn(sde)
-    grids = [np.asarray(g) for g in halving_grids(sde, pd_base_steps)]
-    pd_model = build_model("mlp_toy")
-    cm_model = build_model("mlp_toy", fourier_scale=1.0)
-    pd_apply = lambda p, x, t: pd_model.apply({"params": p}, x, t)  # noqa: E731
-    cm_apply = lambda p, x, t: cm_model.apply({"params": p}, x, t)  # noqa: E731
-    pd_init = pd_model.init(jax.random.key(1), jnp.zeros((1, d)), jnp.ones((1,)))["params"]
-    cm_init = cm_model.init(jax.random.key(3), jnp.zeros((1, d)), jnp.ones((1,)))["params"]
-    meta = {"pd_iters": pd_iters, "cm_iters": cm_iters, "pd_base_steps": pd_base_steps, "batch": batch,
-            "pd_grids": [g.tolist() for g in grids], "cm_levels": [10, 320], "model": "mlp_toy 3x128"}
-    template = {"pd": [pd_init] * (len(grids) - 1), "cd": cm_init, "ct": cm_init}
-    path = os.path.join(cache_dir, f"{mname}.msgpack")
-    meta_path = os.path.join(cache_dir, f"{mname}.json")
-    cached = None
-    if os.path.exists(path) and os.path.exists(meta_path):
-        with open(meta_path) as fh:
-            old = json.load(fh)
-        same = [k for k in meta if k != "pd_grids"]  # the grids the students were trained on are the cached ones
-        if {k: old.get(k) for k in same} == {k: meta[k] for k in same}:
-            with open(path, "rb") as fh:
-                cached = serialization.from_bytes(template, fh.read())
-            meta["train_seconds"] = old.get("train_seconds")
-            meta["pd_grids"] = old["pd_grids"]
-            grids = [np.asarray(g, np.float32) for g in old["pd_grids"]]
-            log(f"  students of {mname}: loaded from {path}")
-    if cached is None:
-        secs = {}
-        t0 = time.perf_counter()
-        params, teacher, pd_params = pd_init, exact, []
-        for k in range(1, len(grids)):
-            grid = jnp.asarray(grids[k - 1])
-
-            def loss(p, key, i, teacher=teacher, grid=grid):
-                kd, kl = jax.random.split(key)
-                return progressive_distillation_loss(pd_apply, p, kl, mix.sample(kd, batch), sde, teacher, grid,
-                                                     parameterization="v")
-
-            params = jax.block_until_ready(_adam_scan(loss, params, pd_iters, 3e-3, k))
-            pd_params.append(params)
-            teacher = make_score_fn(pd_apply, params, sde, "v")
-        secs["progressive"] = time.perf_counter() - t0
-        levels = jnp.asarray([ict_levels(i, cm_iters, 10, 320) for i in range(cm_iters)], jnp.int32)
-        cm = {}
-        for tag, teacher_fn in (("cd", exact), ("ct", None)):
-            def loss(p, key, i, teacher_fn=teacher_fn):
-                kd, kl = jax.random.split(key)
-                return consistency_loss(cm_apply, p, kl, mix.sample(kd, batch), sde, levels[i],
-                                        teacher_score_fn=teacher_fn, max_levels=321)
-
-            t0 = time.perf_counter()
-            cm[tag] = jax.block_until_ready(_adam_scan(loss, cm_init, cm_iters, 1e-3, 11))
-            secs[tag] = time.perf_counter() - t0
-        cached = {"pd": pd_params, "cd": cm["cd"], "ct": cm["ct"]}
-        meta["train_seconds"] = secs
-        os.makedirs(cache_dir, exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(serialization.to_bytes(cached))
-        with open(meta_path, "w") as fh:
-            json.dump(meta, fh)
-        log(f"  students of {mname} trained in " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
-            + f" (upper bounds: shared CPU); cached in {path}")
-    pd_by_steps = {len(grids[k]) - 1: (cached["pd"][k - 1], grids[k]) for k in range(1, len(grids))}
-
-    def factory(ours):
-        shape = (ours.num, d)
-        fns = {}
-
-        def pd_fn(key, num, nfe):
-            if nfe not in pd_by_steps:
-                return None
-            p, g = pd_by_steps[nfe]
-            score = make_score_fn(pd_apply, p, sde, "v")
-            return jax.jit(lambda z: sample(jax.random.key(0), score, sde, shape, "ddim", steps=nfe,
-                                            grid=jnp.asarray(g), x_init=z))(ours.z)
-
-        fns[f"progressive ({pd_base_steps}->1, {pd_iters}/stage)"] = pd_fn
-        for tag, label in (("cd", "consistency distillation"), ("ct", "consistency training")):
-            score = consistency_score_fn(cm_apply, cached[tag], sde)
-
-            def cm_fn(key, num, nfe, score=score):
-                return jax.jit(lambda z: sample(jax.random.key(0), score, sde, shape, "consistency", steps=nfe,
-                                                x_init=z))(ours.z)
-
-            fns[f"{label} ({cm_iters} steps)"] = cm_fn
-        return fns
-
-    return {"meta": meta, "factory": factory}
+def attach_students(out: dict, path: str, log=print) -> None:
+    """Copy the student rows of ``path`` (``students.py``'s JSON: same mixtures, sample count and start noise
+    ``z``) into ``out["mixtures"][m]["students"]``, for the mixtures both hold."""
+    with open(path) as fh:
+        st = json.load(fh)
+    if st.get("num") != out.get("num"):
+        raise ValueError(f"{path}: students measured on {st.get('num')} samples, this run on {out.get('num')}.")
+    for mname, res in out["mixtures"].items():
+        if mname in st["mixtures"]:
+            res["students"] = st["mixtures"][mname]["students"]
+            res["students_meta"] = {"from": os.path.relpath(path), "settings": st["settings"],
+                                    "train_seconds": st["mixtures"][mname].get("train_seconds")}
+            log(f"  {mname}: {len(res['students'])} student rows from {path}")
 
 
 # --- fitting cost with networks --------------------------------------------------------------------
@@ -567,7 +419,7 @@ def load_kdiffusion(path: str, mname: str, args, nfes, log=print) -> dict:
 
 # --- the run -----------------------------------------------------------------------------------------
 
-def run(args, students: dict | None = None, log=print) -> dict:
+def run(args, log=print) -> dict:
     import jax
 
     from jaxscore.metrics import exact_draw_floor
@@ -612,13 +464,6 @@ def run(args, students: dict | None = None, log=print) -> dict:
                     log(f"  vs k-diffusion NFE {row['nfe']}: ours fitted {row['ours_fitted']:.4f}, ours best fixed "
                         f"{row['ours_fixed']:.4f}, ours defaults {row['ours_defaults']:.4f}, k-diffusion best "
                         f"{row['k_diffusion']:.4f}: ratio (fitted) {row['ratio_fitted']:.2f}")
-            if part is first and students and mname in students:  # students early: cheap, and a cut run keeps them
-                st = students[mname]
-                if isinstance(st, dict) and "factory" in st:  # train_students: sample functions from ours.z
-                    res["students_meta"] = st["meta"]
-                    st = st["factory"](ours)
-                student_nfes = [n for n in args.nfes if n <= 8]
-                res["students"] = student_rows(st, mix, student_nfes, args.num, jax.random.fold_in(key, 4), log)
             res["seconds"] = time.perf_counter() - t_start
             save(out, args.out)
         for n in (args.fit_nfes or []) if args.fits_last else []:  # --fits-last: the costly fits after every cheap row
@@ -753,14 +598,8 @@ def main(argv=None):
     p.add_argument("--torch-python", default=TORCH_PYTHON)
     p.add_argument("--out", default=os.path.join(RESULTS, "few_step.json"))
     p.add_argument("--merge", nargs="+", default=None, help="merge result JSONs (of mixture subsets) into --out")
-    p.add_argument("--students", action="store_true", help="add PD / CD / CT students (train_students) on ring2d "
-                                                            "and mix16d")
-    p.add_argument("--students-only", action="store_true", help="train (and cache) the students, then stop")
-    p.add_argument("--pd-iters", type=int, default=600, help="Adam steps per progressive stage")
-    p.add_argument("--cm-iters", type=int, default=1800, help="Adam steps of each consistency student")
-    p.add_argument("--pd-base-steps", type=int, default=16)
-    p.add_argument("--student-batch", type=int, default=256)
-    p.add_argument("--students-cache", default="runs/few_step_students")
+    p.add_argument("--attach-students", default=None, metavar="JSON",
+                   help="copy the student rows of students.py's JSON into the finished --out and re-plot")
     p.add_argument("--kd-samplers", default=",".join(KD_SAMPLERS), help="k-diffusion samplers to try")
     p.add_argument("--kd-only", action="store_true", help="run only k-diffusion's side (for a later --kd-from)")
     p.add_argument("--kd-from", default=None, help="k-diffusion's rows from a --kd-only JSON (same num and seed)")
@@ -777,6 +616,13 @@ def main(argv=None):
     if args.kd_worker:
         sigma_T, sigma_tmin = (float(v) for v in args.kd_sigmas.split(","))
         kd_worker(*args.kd_worker, args.nfes, sigma_T, sigma_tmin, samplers=args.kd_samplers.split(","))
+        return
+    if args.attach_students:
+        with open(args.out) as fh:
+            out = json.load(fh)
+        attach_students(out, args.attach_students)
+        save(out, args.out)
+        plot(out, os.path.splitext(args.out)[0] + ".png")
         return
     if args.refresh_defaults:  # the "defaults" rows of a finished --out recomputed with the library as it is now
         refresh_defaults(args.out)
@@ -821,17 +667,7 @@ def main(argv=None):
         args.mixtures = args.mixtures[:2]
         if args.out == os.path.join(RESULTS, "few_step.json"):
             args.out = os.path.join(RESULTS, "few_step_quick.json")
-    students = None
-    if args.students or args.students_only:
-        students = {}
-        for mname, mix in mixtures([m for m in args.mixtures if m in TUNED]).items():
-            students[mname] = train_students(mname, mix, pd_iters=args.pd_iters, cm_iters=args.cm_iters,
-                                             pd_base_steps=args.pd_base_steps, batch=args.student_batch,
-                                             cache_dir=args.students_cache)
-        if args.students_only:
-            return
-    run(args, students=students)
-
+    run(args)
 
 if __name__ == "__main__":
     main()

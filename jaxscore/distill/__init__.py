@@ -11,6 +11,8 @@ consistency model.
 * :mod:`jaxscore.distill.consistency`: :func:`consistency_fn` (boundary condition by construction),
   :func:`consistency_score_fn`, :func:`consistency_loss` (distillation and training, the iCT recipe),
   :func:`ict_levels`.
+* :mod:`jaxscore.distill.residual`: students that start as their teacher (teacher output + a zero-gain
+  correction) when there are no teacher weights to copy, e.g. an exact score.
 * :mod:`jaxscore.distill.run` (imported on use): the ``jaxscore distill`` command on the training loop.
 """
 
@@ -36,10 +38,15 @@ from jaxscore.distill.progressive import one_step_target as one_step_target
 from jaxscore.distill.progressive import progressive_distillation_loss as progressive_distillation_loss
 from jaxscore.distill.progressive import score_denoiser as score_denoiser
 from jaxscore.distill.progressive import student_grid as student_grid
+from jaxscore.distill.residual import RESIDUAL_PARAMETERIZATIONS as RESIDUAL_PARAMETERIZATIONS
+from jaxscore.distill.residual import residual_apply as residual_apply
+from jaxscore.distill.residual import residual_consistency_apply as residual_consistency_apply
+from jaxscore.distill.residual import residual_params as residual_params
 
 __all__ = [
-    "LEVEL_SAMPLING", "METHODS", "ODE_SOLVERS", "PD_WEIGHTINGS", "consistency_coefs", "consistency_fn",
-    "consistency_loss", "consistency_score_fn", "ddim_step", "denoiser", "halving_grids", "ict_levels",
-    "karras_level", "loss_weight", "one_step_target", "progressive_distillation_loss", "pseudo_huber",
-    "score_denoiser", "student_grid", "teacher_ode_step",
+    "LEVEL_SAMPLING", "METHODS", "ODE_SOLVERS", "PD_WEIGHTINGS", "RESIDUAL_PARAMETERIZATIONS", "consistency_coefs",
+    "consistency_fn", "consistency_loss", "consistency_score_fn", "ddim_step", "denoiser", "halving_grids",
+    "ict_levels", "karras_level", "loss_weight", "one_step_target", "progressive_distillation_loss", "pseudo_huber",
+    "residual_apply", "residual_consistency_apply", "residual_params", "score_denoiser", "student_grid",
+    "teacher_ode_step",
 ]
