@@ -235,7 +235,8 @@ def _eval(args, overrides) -> int:
     result = evaluate_workdir(args.workdir, num=args.num, metrics=metrics, ref=args.ref, data=args.data,
                               features=args.features, inception_weights=args.inception_weights, sampler=args.sampler,
                               steps=args.steps, options=options, batch_size=args.batch_size, seed=args.seed,
-                              bpd_num=args.bpd_num, guidance_scales=scales or None, out=args.out)
+                              bpd_num=args.bpd_num, guidance_scales=scales or None, out=args.out,
+                              fitted_grid=args.grid == "fitted")
     for key, value in result.items():
         if key != "guidance":
             print(f"{key}: {value}")
@@ -428,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sampler", default=None, help="default: the run's sampling.sampler")
     ev.add_argument("--steps", type=positive_int, default=None, help="default: the run's sampling.steps")
     ev.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE", help="sampler option (repeatable)")
+    ev.add_argument("--grid", choices=("fitted", "default"), default="fitted",
+                    help="fitted (default): the run's own WORKDIR/grids/<sampler>_<steps>.npz when fitted on this "
+                         "checkpoint with these options; default: the sampler's own grid")
     ev.add_argument("--batch-size", type=positive_int, default=500)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--bpd-num", type=positive_int, default=256, help="test images for the bpd metric")

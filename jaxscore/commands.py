@@ -273,7 +273,7 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
                      data: str | None = None, features: str | None = None, inception_weights: str | None = None,
                      sampler: str | None = None, steps: int | None = None, options: dict | None = None,
                      batch_size: int = 500, seed: int = 0, bpd_num: int = 256, guidance_scales=None,
-                     out: str | None = None, progress: bool = True) -> dict:
+                     out: str | None = None, progress: bool = True, fitted_grid: bool = True) -> dict:
     """Sample quality of the run in ``workdir`` (EMA parameters of the latest checkpoint).
 
     Draws ``num`` samples (default ``eval.fid_num``) with ``sampler`` / ``steps`` (default the run's
@@ -283,7 +283,9 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
     (``train`` / ``test`` / an image file; default ``eval.fid_ref``). ``metrics`` ⊆ {fid, kid, is,
     pr, bpd} (bpd: bits/dim of ``bpd_num`` test images, Hutchinson divergence). Class-conditional
     runs draw class ``i % K`` for example ``i`` and add ``class_accuracy``; with ``guidance_scales``
-    the FID and per-class accuracy at each scale go to ``guidance_accuracy.png``.
+    the FID and per-class accuracy at each scale go to ``guidance_accuracy.png``. ``fitted_grid``: as
+    :func:`sample_from_workdir` (the run's own fitted grid when there is one for this sampler, steps, checkpoint
+    and options; ``result["grid"]`` says which grid was used).
 
     Writes ``out`` (default ``WORKDIR/eval.json``) and appends one row to ``metrics.jsonl`` (keys
     ``evaluate/*`` at the checkpoint's step); returns the result dict."""
@@ -301,12 +303,18 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
     extractor = build_extractor(features or str(config.eval.features), inception_weights=inception_weights,
                                 mnist_path=config.data.get("path"))
     reference = _reference_stats(config, extractor, ref=ref, data=data, batch_size=batch_size, progress=progress)
+    sampler_opts = {**sampling_options(config, sampler), **(options or {})}
+    grid, note = run_fitted_grid(workdir, sampler, steps, step, sampler_opts) if fitted_grid else (None, None)
+    if note:
+        print(note)
+    if grid is not None:
+        sampler_opts["grid"] = grid
 
     def measure(scale):
         score_fn, batch, opts = model_score_fn(config, model, params, sde), min(batch_size, num), {}
         if is_conditional(config):
             score_fn, batch, opts = _conditional_sampling(config, model, params, sde, scale, batch)
-        opts.update({**sampling_options(config, sampler), **(options or {})})
+        opts.update(sampler_opts)
         stats = stats_of_samples(jax.random.key(seed), score_fn, sde, shape, num, extractor, sampler=sampler,
                                  steps=steps, batch_size=batch, progress=progress, value_range=value_range(config),
                                  **opts)
@@ -317,6 +325,7 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
         return res
 
     result = {"step": int(step), "num": num, "sampler": sampler, "steps": int(steps),
+              "grid": "fitted" if grid is not None else "given" if "grid" in sampler_opts else "default",
               "features": features or str(config.eval.features)}
     if quality:
         result.update(measure(config.sampling.get("guidance_scale", 1.0)))

@@ -175,6 +175,7 @@ def check_eval_and_fid_stats(wd, tmp_path, capsys):
     result = json.load(open(os.path.join(wd, "eval.json")))
     assert {"fid", "kid", "kid_std_err", "is", "precision", "recall", "class_accuracy"} <= set(result)
     assert result["num"] == 20 and 1.0 <= result["is"] <= 10.0 and result["fid"] > 0
+    assert result["grid"] == "default"  # no WORKDIR/grids/<sampler>_2.npz fitted: the sampler's own grid
     assert list(result["guidance"]) == ["0.0"] and len(result["guidance"]["0.0"]["per_class_accuracy"]) == 10
     assert os.path.exists(os.path.join(wd, "guidance_accuracy.png"))
     rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
