@@ -179,7 +179,11 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import matplotlib.ticker
+
     names = list(result["mixtures"])
+    labels = sorted({label for res in result["mixtures"].values() for label in res["students"]})
+    colors = {label: f"C{i}" for i, label in enumerate(labels)}
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.3 * rows), squeeze=False)
@@ -188,16 +192,20 @@ def plot(result: dict, path: str) -> None:
         tf = sorted((int(n), r["error"]) for n, r in res["training_free"].items())
         ax.plot(*zip(*tf), "k^--", label="training-free default (best)")
         for label, rs in res["students"].items():
-            ax.plot([r["nfe"] for r in rs], [r["error"] for r in rs], "o-", ms=4, label=label)
+            ax.plot([r["nfe"] for r in rs], [r["error"] for r in rs], marker="o", ms=4, color=colors[label], label=label,
+                    ls="--" if "fresh" in label else "-")
         ax.axhline(res["floor"], color="gray", ls=":", label="exact-draw floor")
         ax.axhline(0.10, color="r", ls=":", lw=0.8)
         ax.set(xscale="log", yscale="log", title=f"{name} (d={res['dim']}, K={res['modes']})")
         ax.set_xticks([1, 2, 4, 5, 8], ["1", "2", "4", "5", "8"])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     axes[0][0].set_ylabel("error (mode stds)")
-    axes[0][0].legend(fontsize=6)
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines()}
+    fig.legend([handles[k] for k in handles if not k.startswith("_")], [k for k in handles if not k.startswith("_")],
+               loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -212,7 +220,11 @@ def main(argv=None):
     for k, v in SETTINGS.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    ap.add_argument("--plot-only", action="store_true", help="redraw students.png from --out")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        plot(json.load(open(args.out)), os.path.splitext(args.out)[0] + ".png")
+        return
     settings = {k: getattr(args, k, v) for k, v in SETTINGS.items()}
     result = json.load(open(args.out)) if os.path.exists(args.out) else {}
     if result.get("settings") not in (None, settings) or result.get("num") not in (None, args.num):
