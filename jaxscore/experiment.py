@@ -260,15 +260,47 @@ def make_init_fn(model, shape) -> Callable:
     return init_fn
 
 
+def _starts_at_exact_teacher(config) -> bool:
+    """A distilled student of an exact teacher that started as it (``distill.teacher == "exact"``,
+    ``distill.student_init == "teacher"``; runs written before that key existed were fresh)."""
+    d = config.get("distill")
+    return d is not None and d.get("teacher") == "exact" and d.get("student_init", "fresh") == "teacher"
+
+
+def exact_teacher(config, sde):
+    """The exact score a teacher-initialised student of an exact teacher adds its correction to
+    (:mod:`jaxscore.distill.residual`; its params are ``{"net": ..., "gain": ...}``), or None for every other run."""
+    return TOY_MIXTURES[config.data.name]().score_fn(sde) if _starts_at_exact_teacher(config) else None
+
+
+def run_init_fn(config, model, shape) -> Callable:
+    """:func:`make_init_fn`, with the residual wrapping of a teacher-initialised student of an exact teacher."""
+    init = make_init_fn(model, shape)
+    if not _starts_at_exact_teacher(config):
+        return init
+    from jaxscore.distill.residual import residual_params
+
+    return lambda key: residual_params(init(key))
+
+
 def model_score_fn(config, model, params, sde, **apply_kwargs):
     """The trained network as ``score_fn(x, t)`` (eval mode: no dropout). A consistency student
     (``model.parameterization == "consistency"``, written by ``jaxscore distill``) becomes
-    :func:`jaxscore.distill.consistency_score_fn`, whose x0 view is the consistency function."""
+    :func:`jaxscore.distill.consistency_score_fn`, whose x0 view is the consistency function; a student of an exact
+    teacher that started as it (:func:`exact_teacher`) is that teacher plus its network's correction."""
     apply = lambda p, x, t, **kw: model.apply({"params": p}, x, t, train=False, **kw)  # noqa: E731
+    teacher = exact_teacher(config, sde)
     if config.model.parameterization == "consistency":
         from jaxscore.distill.consistency import consistency_score_fn
+        from jaxscore.distill.residual import residual_consistency_apply
 
+        if teacher is not None:
+            apply = residual_consistency_apply(apply, teacher, sde)
         return consistency_score_fn(apply, params, sde, **apply_kwargs)
+    if teacher is not None:
+        from jaxscore.distill.residual import residual_apply
+
+        apply = residual_apply(apply, teacher, sde, config.model.parameterization)
     return make_score_fn(apply, params, sde, config.model.parameterization, **apply_kwargs)
 
 
@@ -357,7 +389,7 @@ def load_run(workdir: str):
     data_shape = tuple(load_data(config)["shape"])
     sde = build_sde(config.sde)
     model = build_model_from_config(config.model)
-    params, step = restore_params(workdir, make_init_fn(model, data_shape), which="ema_params")
+    params, step = restore_params(workdir, run_init_fn(config, model, data_shape), which="ema_params")
     return config, model, params, sde, data_shape, step
 
 

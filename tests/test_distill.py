@@ -164,6 +164,15 @@ def test_cli_distill_runs_and_resumes(tmp_path, capsys):
     assert "resuming from step 2" in out and "3 training steps" in out
     d = js.distill.run.load_student(wd)
     assert d["sampler"] == "ddim" and d["steps"] == 1
+    # the exact teacher's student started as it: {"net", "gain"}, and at gain 0 its score is the exact score
+    from jaxscore.experiment import load_run, model_score_fn
+
+    config, model, params, sde, _, _ = load_run(stage)
+    assert set(params) == {"net", "gain"} and config.distill.student_init == "teacher"
+    x, t = jax.random.normal(jax.random.key(1), (16, 2)) * 3, jnp.linspace(0.1, 1.0, 16)
+    at_start = model_score_fn(config, model, {**params, "gain": jnp.zeros(())}, sde)(x, t)
+    exact = ring_mixture().score_fn(sde)(x, t)
+    np.testing.assert_allclose(np.asarray(at_start), np.asarray(exact), rtol=1e-3, atol=1e-3)
     x = js.sample(jax.random.key(0), d["score_fn"], d["sde"], (8, *d["shape"]), d["sampler"], d["steps"], **d["options"])
     assert x.shape == (8, 2) and bool(jnp.all(jnp.isfinite(x)))
     # `jaxscore sample` with no --sampler/--steps: DDIM at the student's step count on its stored grid
@@ -185,6 +194,9 @@ def test_cli_distill_bad_input_is_one_line(tmp_path, capsys):
     assert "did you mean 'progressive'" in capsys.readouterr().err
     assert cli.main([*base, "--config.data.name=moons"]) == 2
     assert "toy mixture" in capsys.readouterr().err
+    assert cli.main([*base, "--config.distill.student_init=copy"]) == 2
+    err = capsys.readouterr().err
+    assert "distill.student_init: expected one of ('teacher', 'fresh'), got 'copy'" in err and err.count("\n") == 1
 
 
 def test_student_sampler_drops_the_teachers_sampler_options():

@@ -11,6 +11,7 @@ student is the teacher's network with the consistency parameterization f(x, t) =
 (f(x, t_min) = x exactly), initialised from the teacher's EMA parameters. It writes samples.png
 (``consistency`` sampler, ``distill.sample_steps`` steps) and the digits-FID at the end.
 ``:ct`` trains from scratch without a teacher (the digits U-Net of experiments/configs/digits.py).
+``:toy`` distils the exact ring score into an MLP that starts as it (``distill.student_init = "teacher"``).
 """
 
 from jaxscore.config import base_config

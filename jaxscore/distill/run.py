@@ -11,6 +11,10 @@ trained by the ordinary training loop (:func:`jaxscore.train.train`: orbax check
 * progressive: ``base_steps`` (the teacher's DDIM steps :math:`N_0` on the uniform-time grid from ``T``
   to ``sde.t_min``), ``stages`` (0 = down to one step), ``weighting`` (``truncated_snr`` |
   ``snr_plus_one``);
+* ``student_init``: ``"teacher"`` (default): the student starts as its teacher, with the teacher run's EMA
+  weights or, for ``"exact"``, as the exact score plus a correction network with a zero-initialised gain
+  (:mod:`jaxscore.distill.residual`; ``jaxscore sample`` / ``eval`` rebuild it from the run's config);
+  ``"fresh"``: ``config.model`` (or the teacher's architecture) freshly initialised;
 * consistency: ``solver`` (heun | euler, the teacher's ODE step), ``s0`` / ``s1`` (iCT's level
   curriculum, :func:`~jaxscore.distill.consistency.ict_levels`), ``level_sampling`` (lognormal |
   uniform), ``p_mean`` / ``p_std``, ``huber_c`` (< 0: iCT's ``0.00054 sqrt(dim)``), ``sample_steps``
@@ -18,8 +22,7 @@ trained by the ordinary training loop (:func:`jaxscore.train.train`: orbax check
 
 ``training.n_iters`` is the number of optimizer steps *per stage*. With a teacher run directory the
 student has the teacher's ``data``, ``sde`` and ``model`` sections (its network, initialised from the
-teacher's EMA parameters); with ``"exact"`` or without a teacher it is ``config.model``, freshly
-initialised. Layout: progressive stage ``k`` (``N_k = N_0 / 2^k`` steps) is the run directory
+teacher's EMA parameters); with ``"exact"`` or without a teacher it is ``config.model`` (see ``student_init``). Layout: progressive stage ``k`` (``N_k = N_0 / 2^k`` steps) is the run directory
 ``WORKDIR/stage<k>_<N_k>steps`` (its ``config.json`` samples with ``ddim``, ``N_k`` steps, so
 ``jaxscore sample --workdir WORKDIR/stage3_4steps --sampler ddim --steps 4`` reproduces it; the grid is
 also saved as ``grid.npz``, key ``ts``); a consistency student is ``WORKDIR`` itself
@@ -45,6 +48,7 @@ from jaxscore.distill.progressive import PD_WEIGHTINGS, halving_grids, progressi
 from jaxscore.distill import METHODS
 
 CONSISTENCY_PARAMETERIZATION = "consistency"  # model.parameterization of a consistency student's run directory
+STUDENT_INITS = ("teacher", "fresh")  # distill.student_init
 
 
 def distill_section() -> ml_collections.ConfigDict:
@@ -63,6 +67,7 @@ def distill_section() -> ml_collections.ConfigDict:
     d.p_std = 2.0
     d.huber_c = -1.0  # < 0: 0.00054 * sqrt(dim)
     d.sample_steps = 1
+    d.student_init = "teacher"
     return d
 
 
@@ -76,6 +81,8 @@ def _section(config):
             out[k] = v
     if out.method not in METHODS:
         raise ValueError(f"config.distill.method: expected one of {METHODS}, got {out.method!r}.")
+    if out.student_init not in STUDENT_INITS:
+        raise ValueError(f"config.distill.student_init: expected one of {STUDENT_INITS}, got {out.student_init!r}.")
     return out
 
 
@@ -135,6 +142,20 @@ def _apply(model, train: bool, dropout_key=None):
     return lambda p, x, t, **kw: model.apply({"params": p}, x, t, train=False, **kw)
 
 
+def _student_apply(cfg, sde, apply):
+    """``apply`` as the student trains and samples it: for a teacher-initialised student of an exact teacher, the
+    teacher plus ``apply``'s zero-gain correction (:mod:`jaxscore.distill.residual`); else ``apply`` itself."""
+    from jaxscore.distill.residual import residual_apply, residual_consistency_apply
+    from jaxscore.experiment import exact_teacher
+
+    teacher = exact_teacher(cfg, sde)
+    if teacher is None:
+        return apply
+    if cfg.model.parameterization == CONSISTENCY_PARAMETERIZATION:
+        return residual_consistency_apply(apply, teacher, sde)
+    return residual_apply(apply, teacher, sde, cfg.model.parameterization)
+
+
 def _evaluator_hooks(cfg, workdir, data, sde, loss_fn, test_batch_fn, score_with_params):
     """The run's evaluators (held-out loss, sample grid / toy report, FID when asked) as loop hooks."""
     from jaxscore.evaluators import Run, build_evaluators
@@ -175,7 +196,7 @@ def run_distillation(config, workdir: str, *, teacher: str | None = None, allow_
     a finished stage is restored, not retrained. Returns the summary also written to
     ``workdir/distill.json`` (``stages``: per stage its directory, sampler, steps, grid, training
     steps, minutes of this call and last logged metrics). ``teacher`` overrides ``distill.teacher``."""
-    from jaxscore.experiment import build_model_from_config, build_sde, load_data, make_init_fn
+    from jaxscore.experiment import build_model_from_config, build_sde, load_data, run_init_fn
     from jaxscore.train import maybe_initialize_distributed
 
     maybe_initialize_distributed(config)
@@ -191,7 +212,9 @@ def run_distillation(config, workdir: str, *, teacher: str | None = None, allow_
         raise ValueError("distill: class-conditional students are not supported (unset model.num_classes).")
     model = build_model_from_config(cfg.model)
     shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    fresh_init = make_init_fn(model, data["shape"])
+    fresh_init = run_init_fn(cfg, model, data["shape"])  # residual params for a teacher-initialised exact student
+    if section.student_init == "fresh":
+        t.params = None
     if method == "progressive":
         stages = _progressive(cfg, section, workdir, t, sde, data, model, shard, fresh_init, allow_config_change)
     else:
@@ -224,7 +247,8 @@ def _progressive(cfg, section, workdir, teacher, sde, data, model, shard, fresh_
 
         def loss_fn(p, key, batch, teacher_score=teacher_score, teacher_grid=teacher_grid):
             loss_key, dropout_key = jax.random.split(key)
-            return progressive_distillation_loss(_apply(model, True, dropout_key), p, loss_key, batch["x"], sde,
+            return progressive_distillation_loss(_student_apply(cfg, sde, _apply(model, True, dropout_key)), p,
+                                                 loss_key, batch["x"], sde,
                                                  teacher_score, teacher_grid, parameterization=param,
                                                  weighting=str(section.weighting))
 
@@ -271,12 +295,13 @@ def _consistency(cfg, section, workdir, teacher, sde, data, model, shard, fresh_
 
     def loss_fn(p, key, batch):
         loss_key, dropout_key = jax.random.split(key)
-        return consistency_loss(_apply(model, True, dropout_key), p, loss_key, batch["x"], sde, batch["n_levels"],
+        return consistency_loss(_student_apply(cfg, sde, _apply(model, True, dropout_key)), p, loss_key, batch["x"],
+                                sde, batch["n_levels"],
                                 teacher_score_fn=teacher.score_fn, solver=str(section.solver), huber_c=huber_c,
                                 level_sampling=str(section.level_sampling), p_mean=float(section.p_mean),
                                 p_std=float(section.p_std), max_levels=s1 + 1, return_aux=True)
 
-    apply_eval = _apply(model, False)
+    apply_eval = _student_apply(cfg, sde, _apply(model, False))
 
     def score_with_params(p, x, t):
         return consistency_score_fn(apply_eval, p, sde)(x, t)
