@@ -3,9 +3,11 @@ distillation and consistency training, against the training-free defaults at the
 
     python experiments/benchmarks/students.py                      # ring2d, mix16d + the held-out mixtures
     python experiments/benchmarks/students.py --mixtures ring2d --fresh   # also fresh (not teacher-initialised)
+    python experiments/benchmarks/students.py --hidden 256,256,256,256 --methods progressive \
+        --out experiments/benchmarks/results/students_pd_4x256.json          # a wider student, PD only
 
 Teacher: the exact VP score of each mixture of ``samplers.py`` (``ring2d``, ``mix16d`` and mixtures nobody tuned
-on). Student network: ``mlp_toy`` (3x128). Students, each measured at NFE 1, 2, 4, 8 on ``--num`` samples
+on). Student network: ``mlp_toy`` with ``--hidden`` widths (default 3x128). Students, each measured at NFE 1, 2, 4, 8 on ``--num`` samples
 (default 40,000) from one standard-normal draw ``z`` (the same for every row), error =
 :func:`jaxscore.metrics.mixture_sample_error`'s ``error`` with the exact-draw floor of the same size beside it:
 
@@ -50,10 +52,11 @@ from jaxscore.samplers import sample, steps_for_nfe  # noqa: E402
 from jaxscore.sde import VPSDE  # noqa: E402
 
 NFES = (1, 2, 4, 8)
+METHODS = ("progressive", "consistency_distillation", "consistency_training")
 MIXTURES = ["ring2d", "mix16d"] + HELD_OUT + CHECK
 TRAINING_FREE = ("dpmpp_2m", "unipc")
 SETTINGS = {"pd_base_steps": 256, "pd_iters": 4000, "pd_lr": 1e-3, "cm_iters": 8000, "cm_lr": 1e-3, "batch": 256,
-            "cm_levels": [10, 320], "model": "mlp_toy 3x128"}
+            "cm_levels": [10, 320], "hidden": [128, 128, 128], "methods": list(METHODS)}
 
 
 def adam_scan(loss, params, iters: int, lr: float, seed: int):
@@ -75,8 +78,10 @@ def adam_scan(loss, params, iters: int, lr: float, seed: int):
     return run(params)
 
 
-def _nets(d: int):
-    pd_model, cm_model = build_model("mlp_toy"), build_model("mlp_toy", fourier_scale=1.0)
+def _nets(d: int, hidden):
+    hidden = tuple(hidden)
+    pd_model = build_model("mlp_toy", hidden_dims=hidden)
+    cm_model = build_model("mlp_toy", hidden_dims=hidden, fourier_scale=1.0)
     pd_apply = lambda p, x, t: pd_model.apply({"params": p}, x, t)  # noqa: E731
     cm_apply = lambda p, x, t: cm_model.apply({"params": p}, x, t)  # noqa: E731
     pd_init = pd_model.init(jax.random.key(1), jnp.zeros((1, d)), jnp.ones((1,)))["params"]
@@ -89,12 +94,12 @@ def student_fns(mix, settings: dict, fresh: bool, log=print):
     {label: seconds}, params)`` where ``score_fn_of_nfe(nfe) -> (score_fn, sampler, grid or None)`` or None."""
     sde, d = VPSDE(), mix.dim
     exact = mix.score_fn(sde)
-    pd_apply, pd_init, cm_apply, cm_init = _nets(d)
+    pd_apply, pd_init, cm_apply, cm_init = _nets(d, settings["hidden"])
     grids = [np.asarray(g) for g in halving_grids(sde, settings["pd_base_steps"])]
     b = settings["batch"]
     variants = [("teacher-initialised", True)] + ([("fresh", False)] if fresh else [])
     fns, secs = {}, {}
-    for tag, residual in variants:
+    for tag, residual in variants if "progressive" in settings["methods"] else []:
         apply = residual_apply(pd_apply, exact, sde, "v") if residual else pd_apply
         params, teacher, stages = (residual_params(pd_init) if residual else pd_init), exact, {}
         t0 = time.perf_counter()
@@ -114,8 +119,10 @@ def student_fns(mix, settings: dict, fresh: bool, log=print):
     levels = jnp.asarray([ict_levels(i, settings["cm_iters"], *settings["cm_levels"])
                           for i in range(settings["cm_iters"])], jnp.int32)
     max_levels = settings["cm_levels"][1] + 1
-    cm_variants = [("consistency distillation, " + tag, exact, residual) for tag, residual in variants]
-    for label, teacher_fn, residual in cm_variants + [("consistency training", None, False)]:
+    cm_variants = [("consistency distillation, " + tag, exact, residual) for tag, residual in variants
+                   if "consistency_distillation" in settings["methods"]]
+    ct = [("consistency training", None, False)] if "consistency_training" in settings["methods"] else []
+    for label, teacher_fn, residual in cm_variants + ct:
         apply = residual_consistency_apply(cm_apply, exact, sde) if residual else cm_apply
 
         def loss(p, key, i, teacher_fn=teacher_fn, apply=apply):
@@ -221,7 +228,13 @@ def main(argv=None):
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     ap.add_argument("--plot-only", action="store_true", help="redraw students.png from --out")
+    ap.add_argument("--hidden", default=",".join(map(str, SETTINGS["hidden"])), help="the MLP's hidden widths")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
     args = ap.parse_args(argv)
+    args.hidden = [int(h) for h in args.hidden.split(",")]
+    args.methods = args.methods.split(",")
+    if not set(args.methods) <= set(METHODS):
+        ap.error(f"--methods: expected a comma-separated subset of {METHODS}, got {args.methods}")
     if args.plot_only:
         plot(json.load(open(args.out)), os.path.splitext(args.out)[0] + ".png")
         return
