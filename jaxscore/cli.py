@@ -180,7 +180,7 @@ def _fit_grid(args, overrides) -> int:
     path, info = fit_grid_for_workdir(args.workdir, sampler=args.sampler, steps=args.steps, num=args.num,
                                       iters=args.iters, reference_steps=args.reference_steps, seed=args.seed,
                                       out=args.out, **options)
-    print(f"fitted {args.steps}-step grid for {args.sampler}: squared distance to the {info['reference_steps']}-step "
+    print(f"fitted {args.steps}-step grid for {args.sampler}: distance to the {info['reference_steps']}-step "
           f"reference {info['loss_init']:.4g} -> {info['loss']:.4g} ({info['score_evals']} score evaluations, "
           f"{info['score_vjps']} VJPs)")
     print(f"wrote {path}")

@@ -38,6 +38,16 @@ def run_fitted_grid(workdir: str, sampler: str, steps: int, step: int, options: 
     return jnp.asarray(ts), f"using the fitted grid {path} (pass a grid, or --grid default, to sample without it)"
 
 
+def _use_run_fitted_grid(workdir: str, sampler: str, steps: int, step: int, options: dict) -> bool:
+    """:func:`run_fitted_grid` applied: its note printed, its grid put in ``options``; whether a grid was."""
+    ts, note = run_fitted_grid(workdir, sampler, steps, step, options)
+    if note:
+        print(note)
+    if ts is not None:
+        options["grid"] = ts
+    return ts is not None
+
+
 def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out: str,
                         batch_size: int = 1024, seed: int = 0, progress: bool = True, label: int | None = None,
                         guidance_scale: float | None = None, classifier: str | None = None,
@@ -65,11 +75,7 @@ def sample_from_workdir(workdir: str, *, sampler: str, steps: int, num: int, out
     config, model, params, sde, shape, step = load_run(workdir)
     options = {**sampling_options(config, sampler), **options}  # the run's options for its sampler, then these
     if fitted_grid:
-        ts, note = run_fitted_grid(workdir, sampler, steps, step, options)
-        if note:
-            print(note)
-        if ts is not None:
-            options["grid"] = ts
+        _use_run_fitted_grid(workdir, sampler, steps, step, options)
     batch = min(batch_size, num)
     extra = {"value_range": np.asarray(value_range(config), np.float32)}
     if classifier is not None:
@@ -304,11 +310,8 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
                                 mnist_path=config.data.get("path"))
     reference = _reference_stats(config, extractor, ref=ref, data=data, batch_size=batch_size, progress=progress)
     sampler_opts = {**sampling_options(config, sampler), **(options or {})}
-    grid, note = run_fitted_grid(workdir, sampler, steps, step, sampler_opts) if fitted_grid else (None, None)
-    if note:
-        print(note)
-    if grid is not None:
-        sampler_opts["grid"] = grid
+    given = "grid" in sampler_opts
+    fitted = fitted_grid and _use_run_fitted_grid(workdir, sampler, steps, step, sampler_opts)
 
     def measure(scale):
         score_fn, batch, opts = model_score_fn(config, model, params, sde), min(batch_size, num), {}
@@ -325,7 +328,7 @@ def evaluate_workdir(workdir: str, *, num: int | None = None, metrics=("fid", "k
         return res
 
     result = {"step": int(step), "num": num, "sampler": sampler, "steps": int(steps),
-              "grid": "fitted" if grid is not None else "given" if "grid" in sampler_opts else "default",
+              "grid": "fitted" if fitted else "given" if given else "default",
               "features": features or str(config.eval.features)}
     if quality:
         result.update(measure(config.sampling.get("guidance_scale", 1.0)))

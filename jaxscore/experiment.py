@@ -283,24 +283,30 @@ def run_init_fn(config, model, shape) -> Callable:
     return lambda key: residual_params(init(key))
 
 
+def student_apply(config, sde, apply):
+    """``apply`` as the run trains and samples it: for a teacher-initialised student of an exact teacher
+    (:func:`exact_teacher`), that teacher plus ``apply``'s zero-gain correction (:mod:`jaxscore.distill.residual`,
+    in the consistency form for a consistency student); else ``apply`` itself."""
+    teacher = exact_teacher(config, sde)
+    if teacher is None:
+        return apply
+    from jaxscore.distill.residual import residual_apply, residual_consistency_apply
+
+    if config.model.parameterization == "consistency":
+        return residual_consistency_apply(apply, teacher, sde)
+    return residual_apply(apply, teacher, sde, config.model.parameterization)
+
+
 def model_score_fn(config, model, params, sde, **apply_kwargs):
     """The trained network as ``score_fn(x, t)`` (eval mode: no dropout). A consistency student
     (``model.parameterization == "consistency"``, written by ``jaxscore distill``) becomes
     :func:`jaxscore.distill.consistency_score_fn`, whose x0 view is the consistency function; a student of an exact
-    teacher that started as it (:func:`exact_teacher`) is that teacher plus its network's correction."""
-    apply = lambda p, x, t, **kw: model.apply({"params": p}, x, t, train=False, **kw)  # noqa: E731
-    teacher = exact_teacher(config, sde)
+    teacher that started as it is that teacher plus its network's correction (:func:`student_apply`)."""
+    apply = student_apply(config, sde, lambda p, x, t, **kw: model.apply({"params": p}, x, t, train=False, **kw))
     if config.model.parameterization == "consistency":
         from jaxscore.distill.consistency import consistency_score_fn
-        from jaxscore.distill.residual import residual_consistency_apply
 
-        if teacher is not None:
-            apply = residual_consistency_apply(apply, teacher, sde)
         return consistency_score_fn(apply, params, sde, **apply_kwargs)
-    if teacher is not None:
-        from jaxscore.distill.residual import residual_apply
-
-        apply = residual_apply(apply, teacher, sde, config.model.parameterization)
     return make_score_fn(apply, params, sde, config.model.parameterization, **apply_kwargs)
 
 

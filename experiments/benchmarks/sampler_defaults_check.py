@@ -106,7 +106,8 @@ def fit_from_defaults(names, num: int = 40000, iters: int = 60, out: str = os.pa
 
     sde = SDES["vp"]
     key = jax.random.fold_in(jax.random.PRNGKey(0), 1)
-    old = _previous(out).get("rows", []) if _previous(out).get("objectives") == list(objectives) else []
+    previous = _previous(out)
+    old = previous.get("rows", []) if previous.get("objectives") == list(objectives) else []
     rows = [r for r in old if r["mixture"] not in names]
     for mname, mix in mixtures(names).items():
         sf = mix.score_fn(sde)

@@ -142,20 +142,6 @@ def _apply(model, train: bool, dropout_key=None):
     return lambda p, x, t, **kw: model.apply({"params": p}, x, t, train=False, **kw)
 
 
-def _student_apply(cfg, sde, apply):
-    """``apply`` as the student trains and samples it: for a teacher-initialised student of an exact teacher, the
-    teacher plus ``apply``'s zero-gain correction (:mod:`jaxscore.distill.residual`); else ``apply`` itself."""
-    from jaxscore.distill.residual import residual_apply, residual_consistency_apply
-    from jaxscore.experiment import exact_teacher
-
-    teacher = exact_teacher(cfg, sde)
-    if teacher is None:
-        return apply
-    if cfg.model.parameterization == CONSISTENCY_PARAMETERIZATION:
-        return residual_consistency_apply(apply, teacher, sde)
-    return residual_apply(apply, teacher, sde, cfg.model.parameterization)
-
-
 def _evaluator_hooks(cfg, workdir, data, sde, loss_fn, test_batch_fn, score_with_params):
     """The run's evaluators (held-out loss, sample grid / toy report, FID when asked) as loop hooks."""
     from jaxscore.evaluators import Run, build_evaluators
@@ -228,7 +214,7 @@ def run_distillation(config, workdir: str, *, teacher: str | None = None, allow_
 
 
 def _progressive(cfg, section, workdir, teacher, sde, data, model, shard, fresh_init, allow_config_change):
-    from jaxscore.experiment import make_batch_fn, model_score_fn
+    from jaxscore.experiment import make_batch_fn, model_score_fn, student_apply
 
     base = int(section.base_steps)
     grids = halving_grids(sde, base, "uniform", stages=int(section.stages) or None)
@@ -247,7 +233,7 @@ def _progressive(cfg, section, workdir, teacher, sde, data, model, shard, fresh_
 
         def loss_fn(p, key, batch, teacher_score=teacher_score, teacher_grid=teacher_grid):
             loss_key, dropout_key = jax.random.split(key)
-            return progressive_distillation_loss(_student_apply(cfg, sde, _apply(model, True, dropout_key)), p,
+            return progressive_distillation_loss(student_apply(cfg, sde, _apply(model, True, dropout_key)), p,
                                                  loss_key, batch["x"], sde,
                                                  teacher_score, teacher_grid, parameterization=param,
                                                  weighting=str(section.weighting))
@@ -279,7 +265,7 @@ def _set_sampler(cfg, sampler: str, steps: int) -> None:
 
 
 def _consistency(cfg, section, workdir, teacher, sde, data, model, shard, fresh_init, allow_config_change):
-    from jaxscore.experiment import make_batch_fn
+    from jaxscore.experiment import make_batch_fn, student_apply
 
     _set_sampler(cfg, "consistency", int(section.sample_steps))
     n_iters, s0, s1 = int(cfg.training.n_iters), int(section.s0), int(section.s1)
@@ -295,13 +281,13 @@ def _consistency(cfg, section, workdir, teacher, sde, data, model, shard, fresh_
 
     def loss_fn(p, key, batch):
         loss_key, dropout_key = jax.random.split(key)
-        return consistency_loss(_student_apply(cfg, sde, _apply(model, True, dropout_key)), p, loss_key, batch["x"],
+        return consistency_loss(student_apply(cfg, sde, _apply(model, True, dropout_key)), p, loss_key, batch["x"],
                                 sde, batch["n_levels"],
                                 teacher_score_fn=teacher.score_fn, solver=str(section.solver), huber_c=huber_c,
                                 level_sampling=str(section.level_sampling), p_mean=float(section.p_mean),
                                 p_std=float(section.p_std), max_levels=s1 + 1, return_aux=True)
 
-    apply_eval = _student_apply(cfg, sde, _apply(model, False))
+    apply_eval = student_apply(cfg, sde, _apply(model, False))
 
     def score_with_params(p, x, t):
         return consistency_score_fn(apply_eval, p, sde)(x, t)
