@@ -90,6 +90,19 @@ def test_default_start_grid_is_the_samplers_own():
         assert float(ts[-1]) == pytest.approx(_default_end(steps), rel=1e-5) and float(ts[-1]) > 2 * SDE.t_min
 
 
+def test_noise_level_range_options_set_the_fitted_grids_ends():
+    """``sigma_min`` / ``sigma_max`` given as sampler options place the fitted grid's ends (the samplers take an
+    explicit grid as it is, so the fit is where they must act), and the init is the sampler's grid on that range."""
+    steps = 9
+    ts, info = fit_grid(jax.random.key(1), SCORE, SDE, (16, 2), sampler="unipc", steps=steps, iters=1,
+                        reference_steps=20, return_info=True, sigma_min=0.05, sigma_max=20.0, denoise="extrapolate")
+    assert float(SDE.sigma_ratio(ts[-1])) == pytest.approx(0.05, rel=1e-4)
+    assert float(SDE.sigma_ratio(ts[0])) == pytest.approx(20.0, rel=1e-4)
+    expected = time_grid(SDE, steps, "auto", sigma_min=0.05, sigma_max=20.0)
+    np.testing.assert_allclose(np.asarray(info["init_grid"]), np.asarray(expected), rtol=1e-5)
+    assert info["nfe"] == steps + 1  # the extrapolated final step
+
+
 def test_refusals():
     with pytest.raises(ValueError, match="stochastic"):
         fit_grid(jax.random.key(1), SCORE, SDE, (8, 2), sampler="dpmpp_2m_sde", steps=2, iters=1)

@@ -147,9 +147,10 @@ def candidate_grids(sde, steps: int) -> dict:
 
 
 def run_fixed_and_fitted(ours: Ours, nfes, *, fit_batch: int, fit_iters: int, key, fit_start: bool = False,
-                         objective: str = "mse", log=print, fit_nfes=None) -> dict:
+                         objective: str | None = None, log=print, fit_nfes=None) -> dict:
     """Per NFE: the best fixed grid of each sampler, the best sampler's fitted grid (with cost; only at
-    ``fit_nfes`` when given, else at every NFE: elsewhere the row's ``fitted`` is None)."""
+    ``fit_nfes`` when given, else at every NFE: elsewhere the row's ``fitted`` is None). ``objective``: fit_grid's
+    (``None``: its default)."""
     import jax
 
     from jaxscore.samplers import fit_grid, nfe_for_steps, steps_for_nfe
@@ -184,7 +185,7 @@ def run_fixed_and_fitted(ours: Ours, nfes, *, fit_batch: int, fit_iters: int, ke
         t0, c0 = time.perf_counter(), time.process_time()
         ts, info = fit_grid(jax.random.fold_in(key, nfe), ours.score_fn, sde, fit_shape, sampler=s, steps=steps,
                             init=init, t_max_range=(t3, 1.0) if fit_start else None, iters=fit_iters,
-                            objective=objective, return_info=True)
+                            **({} if objective is None else {"objective": objective}), return_info=True)
         ts = np.asarray(jax.block_until_ready(ts))
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         fitted_err = ours.error(ours.draw(s, steps, ts))
@@ -423,10 +424,11 @@ def run(args, log=print) -> dict:
     import jax
 
     from jaxscore.metrics import exact_draw_floor
+    from jaxscore.samplers.fit_grid import DEFAULT_OBJECTIVE
 
     key = jax.random.key(args.seed)
     out = {"num": args.num, "seed": args.seed, "nfes": args.nfes, "fit_iters": args.fit_iters, "fit_start": args.fit_start,
-           "objective": args.objective,
+           "objective": args.objective or DEFAULT_OBJECTIVE,
            "mixtures": {}}
     for mname, mix in mixtures(args.mixtures).items():
         nfes = args.nfes if mname in TUNED else [n for n in args.nfes if n >= 5]
@@ -587,7 +589,7 @@ def main(argv=None):
     p.add_argument("--nfes", default=",".join(map(str, NFES)))
     p.add_argument("--mixtures", default="ring2d,mix16d,mix8d_k3,mix32d_iso")
     p.add_argument("--fit-iters", type=int, default=60)
-    p.add_argument("--objective", default="mse", help="fit_grid's objective: mse or log_mse")
+    p.add_argument("--objective", default=None, help="fit_grid's objective, mse or log_mse (default: fit_grid's)")
     p.add_argument("--fit-start", action="store_true", help="also fit the start time in [t(sigma_ratio=3), T]")
     p.add_argument("--fit-batch", type=int, default=None, help="default 1024 (d <= 2) or 512")
     p.add_argument("--cost-iters", type=int, default=50)

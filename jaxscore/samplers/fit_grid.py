@@ -121,10 +121,11 @@ def _same_final_step(s: Sampler, steps: int, options: dict) -> dict:
     return {**options, "denoise": resolve_denoise(options.get("denoise", s.defaults["denoise"]), steps)}
 
 
-def _default_t_min(s: Sampler, sde, steps: int, options: dict):
-    """Where the sampler's own default grid ends: its ``sigma_min`` default (``"auto"``: the step count's, for the
-    run's ``denoise``) as a time, or ``None`` (the SDE's ``t_min``) for samplers without one."""
-    sigma_min = s.defaults.get("sigma_min")
+def _default_t_min(s: Sampler, sde, steps: int, options: dict, sigma_min=None):
+    """Where the grid ends: ``sigma_min`` (a noise level, or ``"auto"``: the step count's for the run's
+    ``denoise``), by default the sampler's own ``sigma_min`` default, as a time; or ``None`` (the SDE's ``t_min``)
+    for samplers without one."""
+    sigma_min = s.defaults.get("sigma_min") if sigma_min is None else sigma_min
     if sigma_min is None:
         return None
     if isinstance(sigma_min, str):
@@ -175,8 +176,9 @@ def fit_grid(key, score_fn, sde, shape, *, sampler, steps: int, init=None, t_min
       sampler: a registered name or :class:`~jaxscore.samplers.Sampler`; must be deterministic for ``options``.
       steps: number of steps of the fitted grid.
       init: the starting grid: a grid name (default: the sampler's default grid) or an explicit array
-        ``[steps + 1]``; with ``t_min``, ``t_max`` (default: where the sampler's default grid ends and starts,
-        ``sigma_min="auto"`` resolved at ``steps``; else the SDE's) and ``rho``.
+        ``[steps + 1]``; with ``t_min``, ``t_max`` (default: the options ``sigma_min`` / ``sigma_max`` as times,
+        else where the sampler's default grid ends and starts, ``sigma_min="auto"`` resolved at ``steps``; else
+        the SDE's) and ``rho``.
       t_max_range: ``(lo, hi)``: also fit the start time within ``[lo, hi]`` (VP / sub-VP only); None keeps it.
       reference_steps: steps of the reference solution (default ``max(10 * steps, 100)``), on ``reference_grid``.
       iters, learning_rate: Adam steps on :math:`\log L` and its step size.
@@ -202,10 +204,14 @@ def fit_grid(key, score_fn, sde, shape, *, sampler, steps: int, init=None, t_min
     s = _resolve_sampler(sampler)
     _check_fittable(s, options)
     options = _same_final_step(s, steps, options)
+    # the grid's range given as noise levels: fitted grids are explicit, which the samplers take as they are
+    sigma_min, sigma_max = options.pop("sigma_min", None), options.pop("sigma_max", None)
     iters = check_steps(iters, name="iters")
     t_min = _endpoint(s, "t_min", t_min)
-    t_min = _default_t_min(s, sde, steps, options) if t_min is None else t_min
+    t_min = _default_t_min(s, sde, steps, options, sigma_min) if t_min is None else t_min
     t_max = _endpoint(s, "t_max", t_max)
+    if t_max is None and sigma_max is not None:
+        t_max = float(resolve_range(sde, sigma_max=sigma_max)[1])
     init = s.defaults.get("grid", "logsnr") if init is None else init
     init_array = None
     if not isinstance(init, str):
