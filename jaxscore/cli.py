@@ -31,6 +31,7 @@ import argparse
 import math
 import os
 import sys
+import warnings
 
 
 def _train(args, overrides) -> int:
@@ -177,9 +178,16 @@ def _fit_grid(args, overrides) -> int:
 
     options = dict(args.option or ())
     _check_sampler_options(args.sampler, options)
-    path, info = fit_grid_for_workdir(args.workdir, sampler=args.sampler, steps=args.steps, num=args.num,
-                                      iters=args.iters, reference_steps=args.reference_steps, seed=args.seed,
-                                      out=args.out, **options)
+    with warnings.catch_warnings(record=True) as caught:  # fit_grid's warnings as one line each, no source line
+        warnings.simplefilter("always", UserWarning)
+        path, info = fit_grid_for_workdir(args.workdir, sampler=args.sampler, steps=args.steps, num=args.num,
+                                          iters=args.iters, reference_steps=args.reference_steps, seed=args.seed,
+                                          out=args.out, **options)
+    for w in caught:
+        if str(w.message).startswith("fit_grid:"):
+            print(f"jaxscore: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(f"fitted {args.steps}-step grid for {args.sampler}: distance to the {info['reference_steps']}-step "
           f"reference {info['loss_init']:.4g} -> {info['loss']:.4g} ({info['score_evals']} score evaluations, "
           f"{info['score_vjps']} VJPs)")

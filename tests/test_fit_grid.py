@@ -9,6 +9,8 @@ against the mixture.
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,8 +85,12 @@ def test_default_start_grid_is_the_samplers_own():
     """Without init / t_min, the fit starts from the grid the sampler uses by default (same end, not the SDE's
     t_min), so the fitted grid replaces that grid and its first iterate is the default's error."""
     for steps in (3, 12):
-        ts, info = fit_grid(jax.random.key(1), SCORE, SDE, (16, 2), sampler="dpmpp_2m", steps=steps, iters=1,
-                            reference_steps=20, return_info=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ts, info = fit_grid(jax.random.key(1), SCORE, SDE, (16, 2), sampler="dpmpp_2m", steps=steps, iters=1,
+                                reference_steps=20, return_info=True)
+        # below RELIABLE_MIN_STEPS = 8 the fit says it was measured unreliable; from there on it is quiet
+        assert len([w for w in caught if "below 8" in str(w.message)]) == (1 if steps < 8 else 0)
         default = np.asarray(time_grid(SDE, steps, "auto", sigma_min="auto"))
         np.testing.assert_allclose(np.asarray(info["init_grid"]), default, rtol=1e-5)
         assert float(ts[-1]) == pytest.approx(_default_end(steps), rel=1e-5) and float(ts[-1]) > 2 * SDE.t_min
@@ -194,7 +200,10 @@ def test_cli_fit_grid_then_sample_with_grid(tmp_path, capsys):
     assert cli.main(["fit-grid", "--workdir", wd, "--sampler", "ddim", "--steps", "3", "--num", "16",
                      "--iters", "3", "--reference-steps", "10"]) == 0
     grid_path = f"{wd}/grids/ddim_3.npz"
-    assert f"wrote {grid_path}" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"wrote {grid_path}" in printed.out
+    # 3 steps is below the measured reliable range: one plain line says so (no warning's source line)
+    assert [line for line in printed.err.splitlines() if "below 8" in line][0].startswith("jaxscore: warning: fit_grid:")
     ts, meta = load_grid(grid_path)
     assert meta["sampler"] == "ddim" and meta["steps"] == 3 and meta["num"] == 16
     out = str(tmp_path / "s.npz")

@@ -96,12 +96,12 @@ def write(acc, previous, out, wall_s: float | None = None):
     print(f"wrote {out}")
 
 
-def fit_from_defaults(names, num: int = 40000, iters: int = 60, out: str = os.path.join(RESULTS, "fit_from_defaults.json"),
-                      objectives=("mse", "log_mse")):
-    """``js.fit_grid`` started from each sampler's own default grid (and final step) at 10 / 20 NFE, once per
+def fit_from_defaults(names, nfes=(10, 20), num: int = 40000, iters: int = 60,
+                      out: str = os.path.join(RESULTS, "fit_from_defaults.json"), objectives=("mse", "log_mse")):
+    """``js.fit_grid`` started from each sampler's own default grid (and final step) at ``nfes``, once per
     ``objectives``: the fitted grid's error on ``num`` held-out samples against the default's, same start noise;
     calibration batch 1,024 (2-D) or 512 from another key, ``iters`` Adam steps. Writes ``out`` after each mixture
-    (rows of other mixtures are kept when they were fitted the same way: same objectives and reference)."""
+    (rows of other mixtures or NFEs are kept when they were fitted the same way: same objectives and reference)."""
     from jaxscore.samplers import fit_grid
     from jaxscore.samplers.fit_grid import REFERENCE_SAMPLER
 
@@ -110,10 +110,10 @@ def fit_from_defaults(names, num: int = 40000, iters: int = 60, out: str = os.pa
     reference = f"{REFERENCE_SAMPLER} to the SDE's t_min + extrapolated step (the flow map to the data)"
     previous = _previous(out)
     same = previous.get("objectives") == list(objectives) and previous.get("reference") == reference
-    rows = [r for r in previous.get("rows", []) if r["mixture"] not in names] if same else []
+    rows = [r for r in previous.get("rows", []) if r["mixture"] not in names or r["nfe"] not in nfes] if same else []
     for mname, mix in mixtures(names).items():
         sf = mix.score_fn(sde)
-        for nfe in (10, 20):
+        for nfe in nfes:
             for name in CONFIGS:
                 steps = steps_for_nfe(name, nfe)
                 run = jax.jit(lambda k, g: sample(k, sf, sde, (num, mix.dim), name, steps=steps, grid=g))
@@ -151,11 +151,12 @@ if __name__ == "__main__":
     p.add_argument("--part", default=None, help="comma-separated mixtures: run them and write --out (a part file)")
     p.add_argument("--merge", default=None, help="comma-separated part files: merge into samplers.json")
     p.add_argument("--out", default=os.path.join(RESULTS, "samplers.json"))
-    p.add_argument("--fit", default=None, help="comma-separated mixtures: fit_grid from the defaults at 10 / 20 NFE "
+    p.add_argument("--fit", default=None, help="comma-separated mixtures: fit_grid from the defaults at --fit-nfes "
                                                "(results/fit_from_defaults.json)")
+    p.add_argument("--fit-nfes", default="10,20", help="comma-separated NFE budgets of --fit")
     a = p.parse_args()
     if a.fit:
-        fit_from_defaults(a.fit.split(","))
+        fit_from_defaults(a.fit.split(","), tuple(int(n) for n in a.fit_nfes.split(",")))
     elif a.part:
         with open(a.out, "w") as f:
             json.dump(run(a.part.split(",")), f, default=float)
