@@ -15,7 +15,7 @@ on). Student network: ``mlp_toy`` with ``--hidden`` widths (default 4x256). Stud
   (default 256) halved stage by stage down to 1 (``--pd-iters`` Adam steps per stage, each stage starting from
   the previous one), sampled with DDIM on the stage's grid;
 * ``consistency distillation``: Heun steps of the exact teacher, iCT curriculum 10 -> 320 levels, ``--cm-iters``;
-* ``consistency training``: no teacher, same recipe.
+* ``consistency training``: no teacher, same recipe at its own ``--ct-lr`` (default 3e-4).
 
 Distilled students are **teacher-initialised** (:mod:`jaxscore.distill.residual`: teacher output + a zero-gain
 correction), the analogue of both papers' copying of the teacher's weights when the teacher is an exact score;
@@ -55,7 +55,7 @@ NFES = (1, 2, 4, 8)
 METHODS = ("progressive", "consistency_distillation", "consistency_training")
 MIXTURES = ["ring2d", "mix16d"] + HELD_OUT + CHECK
 TRAINING_FREE = ("dpmpp_2m", "unipc")
-# ct_lr: consistency training on the ring at 8,000 steps gave 0.94 / 0.33 / 0.59 at 4 NFE with lr 1e-3 / 3e-4 / 1e-4
+# ct_lr: consistency training (3x128) on the ring at 8,000 steps gave 0.94 / 0.33 / 0.59 at 4 NFE with lr 1e-3 / 3e-4 / 1e-4
 SETTINGS = {"pd_base_steps": 256, "pd_iters": 4000, "pd_lr": 1e-3, "cm_iters": 8000, "cm_lr": 1e-3, "ct_lr": 3e-4,
             "batch": 256, "cm_levels": [10, 320], "hidden": [256, 256, 256, 256], "methods": list(METHODS)}
 
