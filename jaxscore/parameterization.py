@@ -76,7 +76,7 @@ def score_to_output(score: jax.Array, x: jax.Array, t: jax.Array, sde, parameter
         return score
     if parameterization == "eps":
         return -s * score
-    x0 = (x + s**2 * score) / a
+    x0 = sde.denoise(x, score, t)
     if parameterization == "x0":
         return x0
     if parameterization == "v":

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxscore._checks import check_choice
 from jaxscore.distill.consistency import LEVEL_SAMPLING, ODE_SOLVERS, consistency_loss, consistency_score_fn, ict_levels
 from jaxscore.distill.progressive import PD_WEIGHTINGS, halving_grids, progressive_distillation_loss
 
@@ -79,10 +80,8 @@ def _section(config):
             if k not in out:
                 raise ValueError(f"config.distill: unknown key {k!r}; known keys {sorted(out.keys())}.")
             out[k] = v
-    if out.method not in METHODS:
-        raise ValueError(f"config.distill.method: expected one of {METHODS}, got {out.method!r}.")
-    if out.student_init not in STUDENT_INITS:
-        raise ValueError(f"config.distill.student_init: expected one of {STUDENT_INITS}, got {out.student_init!r}.")
+    check_choice("config.distill.method", out.method, METHODS)
+    check_choice("config.distill.student_init", out.student_init, STUDENT_INITS)
     return out
 
 

@@ -132,7 +132,7 @@ def _endpoint(s: Sampler, name: str, given):
     return s.defaults.get(name)
 
 
-def _same_final_step(s: Sampler, steps: int, options: dict) -> dict:
+def _resolve_final_step(s: Sampler, steps: int, options: dict) -> dict:
     """``options`` with ``denoise`` resolved at the fitted step count (``"auto"`` depends on it, and so does the
     default grid end, :func:`_default_t_min`)."""
     return {**options, "denoise": resolve_denoise(options.get("denoise", s.defaults["denoise"]), steps)}
@@ -242,7 +242,7 @@ def fit_grid(key, score_fn, sde, shape, *, sampler, steps: int, init=None, t_min
     steps = check_steps(steps)
     s = _resolve_sampler(sampler)
     _check_fittable(s, options)
-    options = _same_final_step(s, steps, options)
+    options = _resolve_final_step(s, steps, options)
     # the grid's range given as noise levels: fitted grids are explicit, which the samplers take as they are
     sigma_min, sigma_max = options.pop("sigma_min", None), options.pop("sigma_max", None)
     iters = check_steps(iters, name="iters")
@@ -395,7 +395,6 @@ def grid_error(key, score_fn, sde, shape, ts, *, sampler, reference_steps: int =
     _check_fittable(s, options)
     ts = jnp.asarray(ts)
     ts = check_explicit_grid(sde, ts.shape[0] - 1, ts)
-    options = _same_final_step(s, ts.shape[0] - 1, options)
     return float(_grid_error(key, sde, ts, reference_t_max, score_fn=score_fn, run=s.fn, shape=shape,
                              reference_steps=check_steps(reference_steps, name="reference_steps"),
                              reference_grid=reference_grid, objective=objective,
